@@ -1,0 +1,30 @@
+"""Command line: ``hcitools demo`` (also ``python -m hcitools demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hcitools`` command."""
+    parser = argparse.ArgumentParser(prog="hcitools", description="hcitools command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the pipeline on a simulated screen and print per-assay AUROC")
+    demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--n-compounds", type=int, default=None, help="compounds to simulate (default: 400)")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from ._demo import run_demo
+
+        kwargs = {} if args.n_compounds is None else {"n_compounds": args.n_compounds}
+        run_demo(args.out, seed=args.seed, **kwargs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Small shared helpers: key-collision checks, logging of written fields, optional imports."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from anndata import AnnData
+
+logger = logging.getLogger("hcitools")
+if not logger.handlers:  # one handler, scanpy-like terse output
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(_handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+_EXTRAS = {"rdkit": "chem", "copairs": "eval", "pertpy": None, "ot": None}
+
+
+def import_optional(module: str, purpose: str) -> Any:
+    """Import an optional dependency, raising an ImportError that says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        dist = {"ot": "pot"}.get(module, module)
+        extra = _EXTRAS.get(module)
+        hint = f"pip install 'hcitools[{extra}]'" if extra else f"pip install {dist}"
+        raise ImportError(f"{purpose} needs the package {dist!r}, which is not installed: {hint}") from err
+
+
+def check_free_keys(adata: AnnData, where: Mapping[str, str | None], *, overwrite: bool = False) -> None:
+    """Raise if results would overwrite existing fields, e.g. ``{"obsm": "X_momil", "uns": "momil"}``.
+
+    ``where`` maps an attribute (``obs``, ``obsm``, ``uns``, ``var``, ``layers``) to a key; ``None`` is skipped.
+    """
+    if overwrite:
+        return
+    for attr, key in where.items():
+        if key is None:
+            continue
+        container = getattr(adata, attr)
+        present = key in container.columns if attr in ("obs", "var") else key in container
+        if present:
+            raise ValueError(
+                f"adata.{attr}[{key!r}] exists already; results are never overwritten silently. Pass another "
+                f"`key_added=`, delete the field (`del adata.{attr}[{key!r}]`), or pass `overwrite=True`."
+            )
+
+
+def log_written(adata_name: str, fields: list[str]) -> None:
+    """Log where results were written, in scanpy's style."""
+    if fields:
+        logger.info("    added\n" + "\n".join(f"    {adata_name}.{f}" for f in fields))

@@ -1,0 +1,323 @@
+"""Validators of the hcitools data model.
+
+Every public function that reads an AnnData calls these first, so that bad input fails early, with a
+message naming the argument and the fix, and before anything is written into the user's object.
+The data model itself is documented on the "Data model" docs page (``docs/data_model.md``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from ._constants import HCI_KEYS, PERTURBATION_KEYS
+
+__all__ = [
+    "check_bag_key",
+    "check_controls",
+    "check_labels",
+    "check_obs_keys",
+    "get_rep",
+    "validate_hci",
+    "validate_perturbation",
+]
+
+
+def _preview(values: Iterable[Any], n: int = 5) -> str:
+    values = list(values)
+    shown = ", ".join(repr(v) for v in values[:n])
+    return shown + (f", … ({len(values)} in all)" if len(values) > n else "")
+
+
+def check_anndata(adata: Any, arg: str = "adata") -> None:
+    """Raise a TypeError unless ``adata`` is an AnnData with at least one row and one column."""
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"`{arg}` must be an AnnData, got {type(adata).__name__}.")
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"`{arg}` is empty (shape {adata.shape}); it needs at least one instance and one feature.")
+
+
+def check_obs_keys(adata: AnnData, keys: Mapping[str, str | None]) -> None:
+    """Check that the obs columns named by keyword arguments exist and hold no missing values.
+
+    Parameters
+    ----------
+    adata
+        The AnnData to check.
+    keys
+        Mapping from the argument name (e.g. ``"plate_key"``) to the column it names; ``None`` values are skipped.
+    """
+    for arg, key in keys.items():
+        if key is None:
+            continue
+        if key not in adata.obs.columns:
+            raise KeyError(
+                f"adata.obs has no column {key!r} (argument `{arg}`). Available columns: "
+                f"{_preview(adata.obs.columns, 12)}. Pass `{arg}=` the name of the column that holds it."
+            )
+        missing = adata.obs[key].isna().to_numpy()
+        if missing.any():
+            raise ValueError(
+                f"adata.obs[{key!r}] (argument `{arg}`) has {int(missing.sum())} missing values, e.g. in rows "
+                f"{_preview(adata.obs_names[missing])}. Fill them or drop those rows first."
+            )
+
+
+def get_rep(
+    adata: AnnData, rep_key: str | None = None, layer: str | None = None, *, check_finite: bool = True
+) -> np.ndarray | sparse.spmatrix:
+    """Return the representation used as features: ``X``, ``layers[layer]`` or ``obsm[rep_key]``.
+
+    Parameters
+    ----------
+    adata
+        The AnnData.
+    rep_key
+        Key in ``adata.obsm`` holding the embeddings; ``None`` uses ``X`` (or ``layer``).
+    layer
+        Key in ``adata.layers``; cannot be combined with ``rep_key``.
+    check_finite
+        Raise a ValueError if the representation holds NaN or infinite values.
+
+    Returns
+    -------
+    The matrix (dense array or scipy sparse matrix), not copied.
+    """
+    if rep_key is not None and layer is not None:
+        raise ValueError("Pass either `rep_key` (an obsm key) or `layer` (a layers key), not both.")
+    if rep_key is not None:
+        if rep_key not in adata.obsm:
+            raise KeyError(
+                f"adata.obsm has no key {rep_key!r} (argument `rep_key`). Available keys: "
+                f"{_preview(adata.obsm.keys(), 12)}. Pass `rep_key=None` to use adata.X."
+            )
+        X, where = adata.obsm[rep_key], f"adata.obsm[{rep_key!r}]"
+        if isinstance(X, pd.DataFrame):
+            X = X.to_numpy()
+    elif layer is not None:
+        if layer not in adata.layers:
+            raise KeyError(
+                f"adata.layers has no key {layer!r} (argument `layer`). Available layers: "
+                f"{_preview(adata.layers.keys(), 12)}."
+            )
+        X, where = adata.layers[layer], f"adata.layers[{layer!r}]"
+    else:
+        X, where = adata.X, "adata.X"
+    if X is None:
+        raise ValueError(f"{where} is empty (None). Store the embeddings there or pass `rep_key=`.")
+    if check_finite:
+        data = X.data if sparse.issparse(X) else np.asarray(X)
+        if not np.issubdtype(data.dtype, np.number):
+            raise TypeError(f"{where} must be numeric, got dtype {data.dtype}.")
+        bad = ~np.isfinite(data)
+        if bad.any():
+            if sparse.issparse(X):
+                rows = np.unique(sparse.coo_matrix(X).row[~np.isfinite(sparse.coo_matrix(X).data)])
+            else:
+                rows = np.flatnonzero(bad.reshape(len(data), -1).any(axis=1))
+            raise ValueError(
+                f"{where} contains {int(bad.sum())} NaN or infinite values in {len(rows)} instances "
+                f"(e.g. {_preview(adata.obs_names[rows])}). Drop or impute those instances before calling "
+                "this function, e.g. `adata = adata[np.isfinite(adata.X).all(axis=1)].copy()`."
+            )
+    return X
+
+
+def check_bag_key(adata: AnnData, bag_key: str = HCI_KEYS.WELL, plate_key: str | None = HCI_KEYS.PLATE) -> None:
+    """Check that bag ids (wells) are present and unique across plates.
+
+    A well id such as ``"A01"`` repeats on every plate; bags must be keyed by a plate-qualified id.
+    :func:`hcitools.pp.make_bag_key` builds one.
+    """
+    check_obs_keys(adata, {"bag_key": bag_key, "plate_key": plate_key})
+    if plate_key is None or plate_key == bag_key:
+        return
+    n_plates = adata.obs.groupby(bag_key, observed=True)[plate_key].nunique()
+    shared = n_plates.index[n_plates.to_numpy() > 1]
+    if len(shared):
+        raise ValueError(
+            f"Bag ids in adata.obs[{bag_key!r}] repeat across plates: {len(shared)} ids occur on more than one "
+            f"plate of adata.obs[{plate_key!r}] (e.g. {_preview(shared)}). A bag must be one well of one plate. "
+            f"Build a unique key with `ht.pp.make_bag_key(adata, plate_key={plate_key!r}, well_key={bag_key!r}, "
+            "key_added='bag')` and pass `bag_key='bag'`."
+        )
+
+
+def check_labels(
+    adata: AnnData, labels_key: str = HCI_KEYS.ASSAYS, bag_key: str | None = HCI_KEYS.WELL
+) -> pd.DataFrame:
+    """Check the assay labels in ``adata.obsm[labels_key]`` and return them.
+
+    Labels are a pandas DataFrame (n_obs × n_assays) whose index equals ``adata.obs_names``, holding
+    float 1 (active), 0 (inactive) or NaN (not measured), constant within each bag.
+    """
+    if labels_key not in adata.obsm:
+        raise KeyError(
+            f"adata.obsm has no key {labels_key!r} (argument `labels_key`). Available keys: "
+            f"{_preview(adata.obsm.keys(), 12)}. Attach compound × assay labels with `ht.pp.assign_labels`."
+        )
+    labels = adata.obsm[labels_key]
+    if not isinstance(labels, pd.DataFrame):
+        raise TypeError(
+            f"adata.obsm[{labels_key!r}] must be a pandas DataFrame with one column per assay, got "
+            f"{type(labels).__name__}. Wrap it: `pd.DataFrame(array, index=adata.obs_names, columns=assay_names)`."
+        )
+    if not labels.index.equals(adata.obs_names):
+        n_diff = int((labels.index.astype(str) != adata.obs_names).sum()) if len(labels) == adata.n_obs else -1
+        detail = f"{n_diff} of {adata.n_obs} positions differ" if n_diff >= 0 else "lengths differ"
+        raise ValueError(
+            f"The index of adata.obsm[{labels_key!r}] does not match adata.obs_names ({detail}). Reindex it: "
+            f"`adata.obsm[{labels_key!r}] = labels.reindex(adata.obs_names)`."
+        )
+    if labels.shape[1] == 0:
+        raise ValueError(f"adata.obsm[{labels_key!r}] has no assay columns.")
+    if labels.columns.duplicated().any():
+        raise ValueError(
+            f"adata.obsm[{labels_key!r}] has duplicated assay names: {_preview(labels.columns[labels.columns.duplicated()])}."
+        )
+    try:
+        values = labels.to_numpy(dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"adata.obsm[{labels_key!r}] must hold numbers 1 / 0 / NaN; could not convert to float ({err})."
+        ) from err
+    bad = ~(np.isnan(values) | (values == 0) | (values == 1))
+    if bad.any():
+        cols = labels.columns[bad.any(axis=0)]
+        raise ValueError(
+            f"adata.obsm[{labels_key!r}] must hold 1 (active), 0 (inactive) or NaN (not measured); assays "
+            f"{_preview(cols)} hold other values, e.g. {values[bad][:3].tolist()}. Binarise them first."
+        )
+    if bag_key is not None:
+        check_obs_keys(adata, {"bag_key": bag_key})
+        codes = pd.factorize(adata.obs[bag_key])[0]
+        # Encode NaN as 2 so that a mix of measured and unmeasured within a bag is caught too.
+        enc = np.where(np.isnan(values), 2.0, values)
+        order = np.argsort(codes, kind="stable")
+        sc, se = codes[order], enc[order]
+        same_bag = sc[1:] == sc[:-1]
+        differs = same_bag[:, None] & (se[1:] != se[:-1])
+        if differs.any():
+            cols = labels.columns[differs.any(axis=0)]
+            bags = pd.unique(adata.obs[bag_key].to_numpy()[order][1:][differs.any(axis=1)])
+            raise ValueError(
+                f"Labels in adata.obsm[{labels_key!r}] vary within a bag of adata.obs[{bag_key!r}]: assays "
+                f"{_preview(cols)} in bags {_preview(bags)}. Labels belong to compounds and must be constant "
+                "within a well; assign them per compound with `ht.pp.assign_labels`."
+            )
+    return labels
+
+
+def check_controls(
+    adata: AnnData,
+    control_key: str = HCI_KEYS.COMPOUND,
+    control_value: Any = HCI_KEYS.CONTROL_VALUE,
+    plate_key: str | None = HCI_KEYS.PLATE,
+) -> np.ndarray:
+    """Check that control instances exist (on every plate when ``plate_key`` is given); return the control mask."""
+    check_obs_keys(adata, {"control_key": control_key, "plate_key": plate_key})
+    is_control = (adata.obs[control_key] == control_value).to_numpy()
+    if not is_control.any():
+        raise ValueError(
+            f"No control instances: no row has adata.obs[{control_key!r}] == {control_value!r}. Values include "
+            f"{_preview(pd.unique(adata.obs[control_key]))}. Pass `control_value=` the label of your negative control."
+        )
+    if plate_key is not None:
+        has = pd.Series(is_control).groupby(adata.obs[plate_key].to_numpy()).any()
+        without = has.index[~has.to_numpy()]
+        if len(without):
+            raise ValueError(
+                f"Plates without any control instance ({control_key} == {control_value!r}): {_preview(without)}. "
+                "Every plate needs its own controls for plate-wise correction; drop those plates or choose "
+                "another `control_value`."
+            )
+    return is_control
+
+
+def validate_hci(
+    adata: AnnData,
+    *,
+    plate_key: str | None = HCI_KEYS.PLATE,
+    bag_key: str | None = HCI_KEYS.WELL,
+    compound_key: str | None = HCI_KEYS.COMPOUND,
+    control_key: str | None = None,
+    control_value: Any = None,
+    rep_key: str | None = None,
+    layer: str | None = None,
+    labels_key: str | None = None,
+) -> None:
+    """Validate an HCI screen against the hcitools data model.
+
+    Checks, in order: the obs columns exist and are complete; the representation (``X``, ``layer`` or
+    ``obsm[rep_key]``) is finite; bag ids are unique across plates; controls exist on every plate (when
+    ``control_key`` is given); labels (when ``labels_key`` is given) are a 1 / 0 / NaN DataFrame aligned to
+    ``obs_names`` and constant within bags. Raises on the first problem; never modifies ``adata``.
+
+    Parameters
+    ----------
+    adata
+        One row per instance (crop or cell).
+    plate_key, bag_key, compound_key
+        obs columns holding plate, bag (well) and compound ids; ``None`` skips a check.
+    control_key, control_value
+        Controls are the rows with ``obs[control_key] == control_value``; ``control_key=None`` skips the check.
+    rep_key, layer
+        Where the embeddings are (``obsm[rep_key]``, ``layers[layer]`` or ``X``).
+    labels_key
+        obsm key of the assay labels; ``None`` skips the check.
+    """
+    check_anndata(adata)
+    check_obs_keys(adata, {"plate_key": plate_key, "bag_key": bag_key, "compound_key": compound_key})
+    get_rep(adata, rep_key=rep_key, layer=layer)
+    if bag_key is not None:
+        check_bag_key(adata, bag_key, plate_key)
+    if control_key is not None:
+        check_controls(adata, control_key, control_value, plate_key)
+    if labels_key is not None:
+        check_labels(adata, labels_key, bag_key)
+
+
+def validate_perturbation(
+    adata: AnnData,
+    *,
+    condition_key: str = PERTURBATION_KEYS.CONDITION,
+    cell_type_key: str | None = PERTURBATION_KEYS.CELL_TYPE,
+    control_value: Any = PERTURBATION_KEYS.CONTROL_VALUE,
+    layer: str | None = None,
+) -> None:
+    """Validate a single-cell perturbation AnnData (cells × genes, log-normalised).
+
+    Checks that ``obs[condition_key]`` holds ``control_value`` and at least one other condition, that
+    ``obs[cell_type_key]`` exists, and that the expression is finite and non-negative. Warns when the values
+    look like raw counts (integers with a large maximum) rather than log-normalised expression.
+    """
+    check_anndata(adata)
+    check_obs_keys(adata, {"condition_key": condition_key, "cell_type_key": cell_type_key})
+    X = get_rep(adata, layer=layer)
+    conditions = pd.unique(adata.obs[condition_key])
+    if control_value not in set(conditions):
+        raise ValueError(
+            f"adata.obs[{condition_key!r}] has no control cells labelled {control_value!r} (argument "
+            f"`control_value`); its values are {_preview(conditions)}."
+        )
+    if len(conditions) < 2:
+        raise ValueError(f"adata.obs[{condition_key!r}] holds only the control condition; add perturbed cells.")
+    data = X.data if sparse.issparse(X) else np.asarray(X)
+    if data.size and data.min() < 0:
+        raise ValueError(
+            "Expression values are negative: hcitools expects log-normalised expression (e.g. "
+            "`sc.pp.normalize_total(adata); sc.pp.log1p(adata)`), not scaled or centred data."
+        )
+    if data.size and data.max() > 50 and np.allclose(data[:1000], np.round(data[:1000])):
+        warnings.warn(
+            "Expression looks like raw counts (integer values, maximum > 50); hcitools expects log-normalised "
+            "expression. Run `sc.pp.normalize_total(adata); sc.pp.log1p(adata)` first.",
+            UserWarning,
+            stacklevel=2,
+        )

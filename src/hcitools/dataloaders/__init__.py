@@ -1,0 +1,1 @@
+"""Internal building blocks (dataloaders); see the developer docs."""

@@ -1,0 +1,15 @@
+"""Synthetic generators and loaders of public data (:mod:`hcitools.datasets`)."""
+
+from ._loaders import data_path, deepprofiler_cells, kang2018, lincs_plate, mil_dataset
+from ._synthetic_hci import synthetic_hci
+from ._synthetic_perturbation import synthetic_perturbation
+
+__all__ = [
+    "data_path",
+    "deepprofiler_cells",
+    "kang2018",
+    "lincs_plate",
+    "mil_dataset",
+    "synthetic_hci",
+    "synthetic_perturbation",
+]

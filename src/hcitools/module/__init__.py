@@ -1,0 +1,1 @@
+"""Internal building blocks (module); see the developer docs."""

@@ -1,0 +1,1 @@
+"""Internal building blocks (nn); see the developer docs."""

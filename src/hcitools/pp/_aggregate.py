@@ -1,0 +1,146 @@
+"""Aggregation of instances to wells or compounds."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+from scipy.stats import rankdata
+
+from .._constants import HCI_KEYS
+from .._utils import logger
+from .._validate import check_anndata, check_obs_keys, get_rep
+
+
+def _constant_columns(obs: pd.DataFrame, by: str) -> pd.DataFrame:
+    """obs columns that take one value (NaN counted as a value) within every group, one row per group."""
+    grouped = obs.groupby(by, observed=True, sort=False)
+    nun = grouped.nunique(dropna=False)
+    keep = [c for c in nun.columns if (nun[c] <= 1).all()]
+    first = grouped[keep].first() if keep else pd.DataFrame(index=nun.index)
+    for c in keep:
+        if isinstance(obs[c].dtype, pd.CategoricalDtype):
+            first[c] = pd.Categorical(first[c], categories=obs[c].cat.categories).remove_unused_categories()
+    return first
+
+
+def _modz(X: np.ndarray, codes: np.ndarray, n_groups: int, min_weight: float = 0.01) -> np.ndarray:
+    """Moderated z-score (modz) consensus per group, as in cmapPy / pycytominer.
+
+    Replicates are weighted by the sum of their Spearman correlations with the other replicates of the group
+    (weights clipped below at ``min_weight``, then normalised). Written here because pycytominer is not a
+    dependency and its modz works on DataFrames one group at a time.
+    """
+    out = np.empty((n_groups, X.shape[1]))
+    for g in range(n_groups):
+        rows = X[codes == g]
+        if len(rows) < 3:  # with one or two replicates all weights are equal
+            out[g] = rows.mean(axis=0)
+            continue
+        ranks = rankdata(rows, axis=1)
+        corr = np.corrcoef(ranks)
+        np.fill_diagonal(corr, 0.0)
+        w = np.clip(corr.sum(axis=1) / (len(rows) - 1), min_weight, None)
+        out[g] = (w / w.sum()) @ rows
+    return out
+
+
+def aggregate(
+    adata: AnnData,
+    *,
+    by: str = HCI_KEYS.WELL,
+    how: Literal["mean", "median", "modz"] = "mean",
+    rep_key: str | None = None,
+    labels_key: str | None = HCI_KEYS.ASSAYS,
+) -> AnnData:
+    """Aggregate instances (crops, cells) to groups such as wells or compounds.
+
+    Mean and median use :func:`scanpy.get.aggregate`; ``"modz"`` is the moderated z-score consensus of
+    replicates (weights from Spearman correlations between a group's rows), used to build compound profiles
+    from well profiles.
+
+    Parameters
+    ----------
+    adata
+        One row per instance (or per well, to aggregate wells to compounds).
+    by
+        obs column defining the groups (``"well"``, ``"compound"``, …).
+    how
+        ``"mean"``, ``"median"`` or ``"modz"``.
+    rep_key
+        obsm key of the features; ``None`` uses ``X``.
+    labels_key
+        obsm key of assay labels to carry over (taken per group when constant within every group;
+        dropped with a log message otherwise); ``None`` skips.
+
+    Returns
+    -------
+    A new AnnData with one row per group (index = group id, in order of first appearance):
+
+    - ``X``: aggregated features (float32); ``var`` is kept when the features were ``X``;
+    - ``obs``: ``by``, ``n_instances``, and every obs column that is constant within each group;
+    - ``obsm[labels_key]``: the labels, when constant within groups;
+    - ``uns["aggregate"]``: ``by``, ``how``, ``rep_key`` and the mapping back to instances
+      (``instance_obs_names`` and their ``instance_group``).
+
+    Examples
+    --------
+    >>> import hcitools as ht
+    >>> adata = ht.datasets.synthetic_hci(n_compounds=20, seed=0)
+    >>> wells = ht.pp.aggregate(adata, by="well")
+    >>> int(wells.obs["n_instances"].iloc[0])
+    8
+    """
+    check_anndata(adata)
+    check_obs_keys(adata, {"by": by})
+    if how not in ("mean", "median", "modz"):
+        raise ValueError(f"`how` must be 'mean', 'median' or 'modz', got {how!r}.")
+    X = get_rep(adata, rep_key=rep_key)
+    groups = adata.obs[by].astype(str).to_numpy()
+    codes, uniques = pd.factorize(groups)
+    n_groups = len(uniques)
+    if how == "modz":
+        Xd = X.toarray() if sparse.issparse(X) else np.asarray(X, dtype=np.float64)
+        Xa = _modz(Xd, codes, n_groups)
+    else:
+        import scanpy as sc
+
+        tmp = AnnData(X=X if rep_key is None else np.zeros((adata.n_obs, 1), np.float32))
+        if rep_key is not None:
+            tmp.obsm["rep"] = np.asarray(X)
+        tmp.obs["group"] = pd.Categorical(groups, categories=list(uniques))
+        res = sc.get.aggregate(tmp, by="group", func=how, obsm="rep" if rep_key is not None else None)
+        Xa = np.asarray(res.layers[how])
+        Xa = Xa[res.obs_names.get_indexer(list(uniques))]
+        Xa = Xa.toarray() if sparse.issparse(Xa) else Xa
+    obs_const = _constant_columns(adata.obs.assign(**{by: groups}), by).reindex(list(uniques))
+    obs_const[by] = list(uniques)
+    obs_const.insert(0, "n_instances", np.bincount(codes, minlength=n_groups))
+    obs_const.index = pd.Index(list(uniques), name=None)
+    if rep_key is None:
+        var = adata.var.copy()
+    else:
+        var = pd.DataFrame(index=[f"{rep_key}_{j}" for j in range(Xa.shape[1])])
+    out = AnnData(np.asarray(Xa, dtype=np.float32), obs=obs_const, var=var)
+    if labels_key is not None and labels_key in adata.obsm:
+        labels = adata.obsm[labels_key]
+        lab = pd.DataFrame(np.asarray(labels, dtype=float), columns=getattr(labels, "columns", None))
+        enc = lab.fillna(2.0).assign(_g=codes)
+        if (enc.groupby("_g").nunique() <= 1).all().all():
+            first = lab.groupby(codes).first().reindex(range(n_groups))
+            first.index = out.obs_names
+            out.obsm[labels_key] = first
+        else:
+            logger.info(f"labels in obsm[{labels_key!r}] vary within groups of {by!r}; not carried over")
+    out.uns["aggregate"] = {
+        "by": by,
+        "how": how,
+        "rep_key": rep_key,
+        "instance_obs_names": np.asarray(adata.obs_names, dtype=str),
+        "instance_group": groups.astype(str),
+    }
+    logger.info(f"aggregated {adata.n_obs} instances to {n_groups} groups of {by!r} ({how})")
+    return out

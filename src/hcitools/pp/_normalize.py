@@ -1,0 +1,308 @@
+"""Plate-wise batch correction against negative controls (DMSO).
+
+The statistics are fitted on control instances only, per plate, by :class:`PlateNormalizer`;
+:func:`normalize_plates` applies it to an AnnData.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from .._constants import HCI_KEYS
+from .._utils import check_free_keys, log_written, logger
+from .._validate import check_anndata, check_controls, get_rep
+
+Method = Literal["mad_robustize", "standardize", "spherize"]
+_METHODS = ("mad_robustize", "standardize", "spherize")
+
+
+class PlateNormalizer:
+    """Per-plate normalisation fitted on control instances, applied to any instance of a fitted plate.
+
+    Methods (all per plate, fitted on that plate's control instances only):
+
+    ``"mad_robustize"``
+        ``(x − median_ctrl) / (mad_scale · MAD_ctrl)`` per feature. ``mad_scale=1.4826`` (default) makes the
+        MAD a consistent estimator of the SD for normal data and reproduces pycytominer; ``mad_scale=1``
+        reproduces the JUMP recipe.
+    ``"standardize"``
+        ``(x − mean_ctrl) / SD_ctrl`` per feature (SD with ``ddof=1``).
+    ``"spherize"``
+        ZCA whitening: ``(x − mean_ctrl) · W`` with ``W = U diag(1 / sqrt(λ + epsilon)) Uᵀ`` from the
+        eigendecomposition ``U diag(λ) Uᵀ`` of the d × d control covariance (never an n × n SVD).
+        ``epsilon`` regularises small eigenvalues; it matters when a plate has fewer controls than features,
+        where the covariance is rank-deficient.
+
+    Degenerate features: when a feature's control scale (MAD or SD) on a plate is 0 or not finite, dividing
+    by it would explode (pycytominer adds 1e-18 and returns values of order 1e18). Here that plate's scale is
+    replaced by the median of the same feature's valid scales on the other plates; when no plate has a valid
+    scale, the feature is set to 0 on that plate. The (plate, feature) pairs are recorded in
+    :attr:`degenerate_` and a single warning gives their count.
+
+    Parameters
+    ----------
+    method
+        ``"mad_robustize"``, ``"standardize"`` or ``"spherize"``.
+    mad_scale
+        Factor multiplying the MAD (``"mad_robustize"`` only).
+    epsilon
+        Added to the covariance eigenvalues (``"spherize"`` only).
+
+    Attributes
+    ----------
+    center_
+        DataFrame plates × features: the subtracted location.
+    scale_
+        DataFrame plates × features: the divisor after degenerate features were handled (not for spherize).
+    whitening_
+        Dict plate → d × d ZCA matrix (spherize only).
+    degenerate_
+        DataFrame plates × features of booleans: where the control scale was 0 or not finite.
+    n_controls_
+        Series: number of control instances per plate.
+    """
+
+    def __init__(self, method: Method = "mad_robustize", *, mad_scale: float = 1.4826, epsilon: float = 1e-6):
+        if method not in _METHODS:
+            raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
+        if not (np.isfinite(mad_scale) and mad_scale > 0):
+            raise ValueError(f"`mad_scale` must be a positive number, got {mad_scale!r}.")
+        if not (np.isfinite(epsilon) and epsilon >= 0):
+            raise ValueError(f"`epsilon` must be a non-negative number, got {epsilon!r}.")
+        self.method = method
+        self.mad_scale = float(mad_scale)
+        self.epsilon = float(epsilon)
+
+    # -- fitting -------------------------------------------------------------------------------------------
+    def fit(self, X: Any, plates: Any, is_control: Any) -> PlateNormalizer:
+        """Fit per-plate statistics on the control rows of ``X``.
+
+        Parameters
+        ----------
+        X
+            n × d array (dense or sparse), finite.
+        plates
+            Length-n plate ids.
+        is_control
+            Length-n booleans: the rows used to fit.
+
+        Returns
+        -------
+        self
+        """
+        X = _dense(X)
+        plates = np.asarray(plates)
+        is_control = np.asarray(is_control, dtype=bool)
+        if not (len(plates) == len(is_control) == X.shape[0]):
+            raise ValueError("`X`, `plates` and `is_control` must have the same number of rows.")
+        if not np.isfinite(X).all():
+            raise ValueError("`X` contains NaN or infinite values; drop or impute them before normalising.")
+        uniq = pd.unique(plates)
+        counts = pd.Series(is_control).groupby(plates).sum().reindex(uniq)
+        missing = counts.index[counts.to_numpy() == 0]
+        if len(missing):
+            raise ValueError(f"Plates without any control instance: {list(missing)[:10]}. Each plate needs controls.")
+        d = X.shape[1]
+        center = np.empty((len(uniq), d))
+        scale = np.ones((len(uniq), d))
+        self.whitening_ = {}
+        for i, plate in enumerate(uniq):
+            ctrl = X[(plates == plate) & is_control]
+            if self.method == "mad_robustize":
+                center[i] = np.median(ctrl, axis=0)
+                scale[i] = self.mad_scale * np.median(np.abs(ctrl - center[i]), axis=0)
+            elif self.method == "standardize":
+                center[i] = ctrl.mean(axis=0)
+                scale[i] = ctrl.std(axis=0, ddof=1) if len(ctrl) > 1 else np.nan
+            else:
+                center[i] = ctrl.mean(axis=0)
+                cov = np.cov(ctrl, rowvar=False, ddof=1) if len(ctrl) > 1 else np.zeros((d, d))
+                evals, evecs = np.linalg.eigh(np.atleast_2d(cov))
+                evals = np.clip(evals, 0.0, None)
+                self.whitening_[plate] = (evecs / np.sqrt(evals + self.epsilon)) @ evecs.T
+                scale[i] = np.sqrt(np.clip(np.diag(np.atleast_2d(cov)), 0, None))
+        degenerate = ~(np.isfinite(scale) & (scale > 0))
+        if self.method != "spherize" and degenerate.any():
+            masked = np.where(degenerate, np.nan, scale)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                fallback = np.nanmedian(masked, axis=0)  # per feature, over plates
+            rows, cols = np.nonzero(degenerate)
+            scale[rows, cols] = fallback[cols]  # NaN where no plate has a valid scale -> output 0
+        self.center_ = pd.DataFrame(center, index=uniq)
+        self.scale_ = pd.DataFrame(scale, index=uniq)
+        self.degenerate_ = pd.DataFrame(degenerate, index=uniq)
+        self.n_controls_ = counts.astype(int)
+        n_deg = int(degenerate.sum())
+        if n_deg and self.method != "spherize":
+            warnings.warn(
+                f"{n_deg} (plate, feature) pairs have a control {'MAD' if self.method == 'mad_robustize' else 'SD'}"
+                f" of 0 or not finite ({int(degenerate.any(axis=0).sum())} features); they were scaled by the "
+                "feature's median scale on the other plates, or set to 0 where no plate had one. See "
+                "`degenerate_`.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self
+
+    # -- applying ------------------------------------------------------------------------------------------
+    def transform(self, X: Any, plates: Any) -> np.ndarray:
+        """Normalise the rows of ``X`` with the statistics of their plates.
+
+        Parameters
+        ----------
+        X
+            n × d array with the features seen in :meth:`fit`.
+        plates
+            Length-n plate ids; every plate must have been fitted.
+
+        Returns
+        -------
+        A new float array n × d.
+        """
+        if not hasattr(self, "center_"):
+            raise RuntimeError("This PlateNormalizer is not fitted yet; call `fit` first.")
+        X = _dense(X)
+        plates = np.asarray(plates)
+        if X.shape[1] != self.center_.shape[1]:
+            raise ValueError(f"`X` has {X.shape[1]} features; the normalizer was fitted on {self.center_.shape[1]}.")
+        unknown = sorted(set(pd.unique(plates)) - set(self.center_.index), key=str)
+        if unknown:
+            raise ValueError(
+                f"Plates {unknown[:10]} were not fitted: plate-wise statistics need each plate's own controls. "
+                "Fit on data that includes those plates' control instances."
+            )
+        out = np.empty(X.shape, dtype=np.float64)
+        row = self.center_.index.get_indexer(plates)
+        if self.method == "spherize":
+            for plate in pd.unique(plates):
+                m = plates == plate
+                out[m] = (X[m] - self.center_.loc[plate].to_numpy()) @ self.whitening_[plate]
+            return out
+        center = self.center_.to_numpy()[row]
+        scale = self.scale_.to_numpy()[row]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = (X - center) / scale
+        out[~np.isfinite(scale)] = 0.0
+        return out
+
+    def fit_transform(self, X: Any, plates: Any, is_control: Any) -> np.ndarray:
+        """Fit on the control rows, then transform all rows."""
+        return self.fit(X, plates, is_control).transform(X, plates)
+
+
+def _dense(X: Any) -> np.ndarray:
+    X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"Expected a 2-d matrix, got shape {X.shape}.")
+    return X.astype(np.float64, copy=False)
+
+
+def normalize_plates(
+    adata: AnnData,
+    *,
+    plate_key: str = HCI_KEYS.PLATE,
+    control_key: str = HCI_KEYS.COMPOUND,
+    control_value: Any = HCI_KEYS.CONTROL_VALUE,
+    method: Method = "mad_robustize",
+    mad_scale: float = 1.4826,
+    epsilon: float = 1e-6,
+    rep_key: str | None = None,
+    key_added: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Normalise every plate against its own negative-control instances (DMSO).
+
+    Per plate and feature, the statistics come from the control instances (``obs[control_key] ==
+    control_value``) only, then every instance of the plate is transformed. See :class:`PlateNormalizer` for the
+    formulas, the handling of features whose control MAD/SD is 0, and the ``epsilon`` of ZCA whitening.
+
+    Parameters
+    ----------
+    adata
+        One row per instance or well; features in ``X`` or ``obsm[rep_key]``.
+    plate_key
+        obs column with plate ids.
+    control_key
+        obs column that identifies controls.
+    control_value
+        Value of ``obs[control_key]`` marking control instances.
+    method
+        ``"mad_robustize"`` (robust z-score), ``"standardize"`` (z-score) or ``"spherize"`` (ZCA).
+    mad_scale
+        Multiplier of the MAD: 1.4826 (pycytominer, mantispy) or 1.0 (JUMP recipe).
+    epsilon
+        Eigenvalue regulariser of ``"spherize"``.
+    rep_key
+        obsm key of the features; ``None`` uses ``X``.
+    key_added
+        ``None`` replaces the input features (``X`` or ``obsm[rep_key]``) by their normalised values; a name writes
+        them to ``obsm[key_added]`` instead and leaves the input untouched (an existing key is never overwritten).
+    copy
+        Return a normalised copy instead of modifying ``adata``.
+
+    Returns
+    -------
+    ``None``, or a copy when ``copy=True``. Writes:
+
+    - ``X`` or ``obsm[rep_key]`` (``key_added=None``), or ``obsm[key_added]``: the normalised features (float32);
+    - ``uns["normalize_plates"]``: method, parameters, number of controls per plate, and the number of
+      degenerate (plate, feature) pairs;
+    - ``var["normalize_plates_degenerate"]`` (features in ``X`` only): number of plates on which the feature's
+      control scale was 0 or not finite.
+
+    Raises
+    ------
+    ValueError
+        If a plate has no control instance (the message names it), or the features hold NaN or inf.
+
+    Examples
+    --------
+    >>> import hcitools as ht
+    >>> adata = ht.datasets.synthetic_hci(n_compounds=20, seed=0)
+    >>> ht.pp.normalize_plates(adata, control_value="DMSO")
+    >>> adata.uns["normalize_plates"]["method"]
+    'mad_robustize'
+    """
+    check_anndata(adata)
+    X = get_rep(adata, rep_key=rep_key)
+    is_control = check_controls(adata, control_key, control_value, plate_key)
+    out_key = key_added if key_added is not None else rep_key
+    check_free_keys(adata, {"obsm": key_added, "uns": "normalize_plates"})
+    if out_key is None:
+        check_free_keys(adata, {"var": "normalize_plates_degenerate"})
+    normalizer = PlateNormalizer(method, mad_scale=mad_scale, epsilon=epsilon)
+    plates = adata.obs[plate_key].to_numpy()
+    Xn = normalizer.fit_transform(X, plates, is_control).astype(np.float32)
+
+    target = adata.copy() if copy else adata
+    written = []
+    if out_key is None:
+        target.X = Xn
+        target.var["normalize_plates_degenerate"] = normalizer.degenerate_.sum(axis=0).to_numpy()
+        written += ["X", "var['normalize_plates_degenerate']"]
+    else:
+        target.obsm[out_key] = Xn
+        written.append(f"obsm[{out_key!r}]")
+    target.uns["normalize_plates"] = {
+        "method": method,
+        "mad_scale": mad_scale,
+        "epsilon": epsilon,
+        "plate_key": plate_key,
+        "control_key": control_key,
+        "control_value": str(control_value),
+        "rep_key": rep_key,
+        "key_added": key_added,
+        "n_controls": {str(k): int(v) for k, v in normalizer.n_controls_.items()},
+        "n_degenerate": int(normalizer.degenerate_.to_numpy().sum()),
+    }
+    written.append("uns['normalize_plates']")
+    logger.info(f"normalised {len(normalizer.center_)} plates against {int(is_control.sum())} control instances")
+    log_written("adata", written)
+    return target if copy else None

@@ -1,0 +1,5 @@
+"""Tools: fit and apply models, evaluate, write results into AnnData (:mod:`hcitools.tl`)."""
+
+from ._evaluate import evaluate_assays
+
+__all__ = ["evaluate_assays"]

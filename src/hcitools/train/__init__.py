@@ -1,0 +1,1 @@
+"""Internal building blocks (train); see the developer docs."""
