@@ -114,7 +114,10 @@ def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, **synthetic_
     dmso_dist = pd.Series(np.linalg.norm(wells.X[treated], axis=1)).groupby(compounds[treated]).mean()
     baseline = pd.DataFrame({a: dmso_dist.to_numpy() for a in labels.columns}, index=dmso_dist.index)
     tables = []
-    for name, pred in (("mean-pool logistic regression", cpd_pred), ("distance to DMSO (baseline)", baseline)):
+    for name, pred in (
+        ("mean-pool logistic regression", cpd_pred),
+        ("distance to DMSO (baseline)", baseline),
+    ):
         ev = ht.tl.evaluate_assays(pred, cpd_labels).drop(index="macro mean")
         ev = ev.rename_axis("assay").reset_index().assign(method=name)
         tables.append(ev)
@@ -125,7 +128,11 @@ def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, **synthetic_
 
     wide = results.pivot_table(index="assay", columns="method", values="auroc", sort=False)
     counts = pd.DataFrame(
-        {"n_pos": (cpd_labels == 1).sum(), "n_neg": (cpd_labels == 0).sum(), "primary": cpd_labels.columns.isin(primary)}
+        {
+            "n_pos": (cpd_labels == 1).sum(),
+            "n_neg": (cpd_labels == 0).sum(),
+            "primary": cpd_labels.columns.isin(primary),
+        }
     ).rename_axis("assay")
     table = counts.join(wide)
     summary = pd.DataFrame(

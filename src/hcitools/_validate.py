@@ -40,7 +40,9 @@ def check_anndata(adata: Any, arg: str = "adata") -> None:
     if not isinstance(adata, AnnData):
         raise TypeError(f"`{arg}` must be an AnnData, got {type(adata).__name__}.")
     if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(f"`{arg}` is empty (shape {adata.shape}); it needs at least one instance and one feature.")
+        raise ValueError(
+            f"`{arg}` is empty (shape {adata.shape}); it needs at least one instance and one feature."
+        )
 
 
 def check_obs_keys(adata: AnnData, keys: Mapping[str, str | None]) -> None:
@@ -129,7 +131,9 @@ def get_rep(
     return X
 
 
-def check_bag_key(adata: AnnData, bag_key: str = HCI_KEYS.WELL, plate_key: str | None = HCI_KEYS.PLATE) -> None:
+def check_bag_key(
+    adata: AnnData, bag_key: str = HCI_KEYS.WELL, plate_key: str | None = HCI_KEYS.PLATE
+) -> None:
     """Check that bag ids (wells) are present and unique across plates.
 
     A well id such as ``"A01"`` repeats on every plate; bags must be keyed by a plate-qualified id.
@@ -150,26 +154,47 @@ def check_bag_key(adata: AnnData, bag_key: str = HCI_KEYS.WELL, plate_key: str |
 
 
 def check_labels(
-    adata: AnnData, labels_key: str = HCI_KEYS.ASSAYS, bag_key: str | None = HCI_KEYS.WELL
+    adata: AnnData,
+    labels_key: str = HCI_KEYS.ASSAYS,
+    bag_key: str | None = HCI_KEYS.WELL,
+    *,
+    labels: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Check the assay labels in ``adata.obsm[labels_key]`` and return them.
+    """Check the assay labels in ``adata.obsm[labels_key]`` (or a frame about to be stored there) and return them.
 
     Labels are a pandas DataFrame (n_obs × n_assays) whose index equals ``adata.obs_names``, holding
     float 1 (active), 0 (inactive) or NaN (not measured), constant within each bag.
+
+    Parameters
+    ----------
+    adata
+        The AnnData the labels belong to.
+    labels_key
+        obsm key of the labels.
+    bag_key
+        obs column of bag ids; ``None`` skips the within-bag check.
+    labels
+        A frame to check instead of ``adata.obsm[labels_key]``, e.g. before assigning it.
     """
-    if labels_key not in adata.obsm:
+    if labels is not None:
+        adata_labels = labels
+    elif labels_key not in adata.obsm:
         raise KeyError(
             f"adata.obsm has no key {labels_key!r} (argument `labels_key`). Available keys: "
             f"{_preview(adata.obsm.keys(), 12)}. Attach compound × assay labels with `ht.pp.assign_labels`."
         )
-    labels = adata.obsm[labels_key]
+    else:
+        adata_labels = adata.obsm[labels_key]
+    labels = adata_labels
     if not isinstance(labels, pd.DataFrame):
         raise TypeError(
             f"adata.obsm[{labels_key!r}] must be a pandas DataFrame with one column per assay, got "
             f"{type(labels).__name__}. Wrap it: `pd.DataFrame(array, index=adata.obs_names, columns=assay_names)`."
         )
     if not labels.index.equals(adata.obs_names):
-        n_diff = int((labels.index.astype(str) != adata.obs_names).sum()) if len(labels) == adata.n_obs else -1
+        n_diff = (
+            int((labels.index.astype(str) != adata.obs_names).sum()) if len(labels) == adata.n_obs else -1
+        )
         detail = f"{n_diff} of {adata.n_obs} positions differ" if n_diff >= 0 else "lengths differ"
         raise ValueError(
             f"The index of adata.obsm[{labels_key!r}] does not match adata.obs_names ({detail}). Reindex it: "
@@ -307,7 +332,9 @@ def validate_perturbation(
             f"`control_value`); its values are {_preview(conditions)}."
         )
     if len(conditions) < 2:
-        raise ValueError(f"adata.obs[{condition_key!r}] holds only the control condition; add perturbed cells.")
+        raise ValueError(
+            f"adata.obs[{condition_key!r}] holds only the control condition; add perturbed cells."
+        )
     data = X.data if sparse.issparse(X) else np.asarray(X)
     if data.size and data.min() < 0:
         raise ValueError(

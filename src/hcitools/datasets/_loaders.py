@@ -26,30 +26,34 @@ _SOURCES = {
 }
 
 
-def data_path(path: str | os.PathLike | None, subfolder: str) -> Path:
-    """Resolve the folder of a data set: ``path`` if given, else ``$HCITOOLS_DATA/<subfolder>``.
+def data_path(path: str | os.PathLike | None, subfolder: str, filename: str) -> Path:
+    """Find a data file: ``path/<subfolder>/<filename>``, ``path/<filename>``, or ``$HCITOOLS_DATA/<subfolder>/<filename>``.
 
-    ``path`` may point at the data root (holding ``hci/``, ``mil/``, ``perturbation/``) or at the
-    data set's own folder.
+    ``path`` may point at the data root (holding ``hci/``, ``mil/``, ``perturbation/``) or at the data set's own
+    folder; without ``path`` the environment variable ``HCITOOLS_DATA`` names the root.
 
     Raises
     ------
     FileNotFoundError
-        With the place to get the data from.
+        Saying where it looked and where to get the data.
     """
     candidates = []
     if path is not None:
-        candidates += [Path(path) / subfolder, Path(path)]
+        candidates += [Path(path) / subfolder / filename, Path(path) / filename]
     elif os.environ.get(DATA_ENV.VARIABLE):
-        candidates.append(Path(os.environ[DATA_ENV.VARIABLE]) / subfolder)
+        candidates.append(Path(os.environ[DATA_ENV.VARIABLE]) / subfolder / filename)
     for cand in candidates:
-        if cand.is_dir():
+        if cand.is_file():
             return cand
-    where = f"`path={str(path)!r}`" if path is not None else f"${DATA_ENV.VARIABLE}={os.environ.get(DATA_ENV.VARIABLE)!r}"
+    where = (
+        f"`path={str(path)!r}`"
+        if path is not None
+        else f"${DATA_ENV.VARIABLE}={os.environ.get(DATA_ENV.VARIABLE)!r}"
+    )
     raise FileNotFoundError(
-        f"Could not find the data folder {subfolder!r} (looked in {', '.join(map(str, candidates)) or 'nowhere'}; "
-        f"from {where}). Pass `path=` the data root or set the environment variable {DATA_ENV.VARIABLE} to the "
-        f"folder that holds {subfolder.split('/')[0]}/. The files come from {_SOURCES[subfolder]}."
+        f"Could not find {subfolder}/{filename} (looked at {', '.join(map(str, candidates)) or 'nothing'}; from "
+        f"{where}). Pass `path=` the data root or set the environment variable {DATA_ENV.VARIABLE} to the folder "
+        f"that holds {subfolder.split('/')[0]}/. The files come from {_SOURCES[subfolder]}."
     )
 
 
@@ -78,8 +82,7 @@ def lincs_plate(path: str | os.PathLike | None = None) -> AnnData:
     (``Metadata_broad_sample``; controls are ``"DMSO"``), ``dose`` (µM), ``moa`` and ``target``
     (``|``-separated). ``var["compartment"]`` is Cells, Cytoplasm or Nuclei.
     """
-    folder = data_path(path, "hci/lincs_SQ00015054")
-    df = pd.read_csv(folder / "SQ00015054_normalized_feature_select.csv.gz")
+    df = pd.read_csv(data_path(path, "hci/lincs_SQ00015054", "SQ00015054_normalized_feature_select.csv.gz"))
     meta_cols = [c for c in df.columns if c.startswith("Metadata_")]
     obs = df[meta_cols].copy()
     obs[HCI_KEYS.PLATE] = obs["Metadata_Plate"].astype(str)
@@ -115,7 +118,6 @@ def deepprofiler_cells(
     ``well_position``, ``fov`` (site), ``compound`` (``"DMSO"`` for LINCS, unknown for BBBC021), and cell
     centres in ``obsm["spatial"]`` (LINCS only).
     """
-    folder = data_path(path, "hci/deepprofiler_embeddings")
     files = {
         "lincs": ["SQ00014812_A01_site5.npz", "SQ00014812_A01_site8.npz"],
         "bbbc021": ["BBBC021_Week1_22123_B02_s1.npz"],
@@ -124,7 +126,7 @@ def deepprofiler_cells(
         raise ValueError(f"`dataset` must be one of {list(files)}, got {dataset!r}.")
     feats, obs_parts, locs = [], [], []
     for name in files[dataset]:
-        with np.load(folder / name, allow_pickle=True) as z:
+        with np.load(data_path(path, "hci/deepprofiler_embeddings", name), allow_pickle=True) as z:
             X = z["features"].astype(np.float32)
             meta = z["metadata"].item()
             if "locations" in z:
@@ -146,7 +148,9 @@ def deepprofiler_cells(
     obs = pd.concat(obs_parts, ignore_index=True)
     obs[HCI_KEYS.WELL] = obs[HCI_KEYS.PLATE] + "_" + obs[HCI_KEYS.WELL_POSITION]
     obs.index = pd.Index(obs[HCI_KEYS.WELL] + "_s" + obs[HCI_KEYS.FOV] + "_c" + obs["cell"].astype(str))
-    obs = _categorical(obs, [HCI_KEYS.PLATE, HCI_KEYS.WELL, HCI_KEYS.WELL_POSITION, HCI_KEYS.FOV, HCI_KEYS.COMPOUND])
+    obs = _categorical(
+        obs, [HCI_KEYS.PLATE, HCI_KEYS.WELL, HCI_KEYS.WELL_POSITION, HCI_KEYS.FOV, HCI_KEYS.COMPOUND]
+    )
     X = np.vstack(feats)
     adata = AnnData(X, obs=obs, var=pd.DataFrame(index=[f"dp_{j}" for j in range(X.shape[1])]))
     if len(locs) == len(files[dataset]):
@@ -154,7 +158,9 @@ def deepprofiler_cells(
     return adata
 
 
-def kang2018(path: str | os.PathLike | None = None, *, source: Literal["local", "pertpy"] = "local") -> AnnData:
+def kang2018(
+    path: str | os.PathLike | None = None, *, source: Literal["local", "pertpy"] = "local"
+) -> AnnData:
     """Kang et al. (2018) IFN-β-stimulated PBMCs, log-normalised, in the perturbation data model.
 
     Parameters
@@ -174,8 +180,7 @@ def kang2018(path: str | os.PathLike | None = None, *, source: Literal["local", 
     if source == "local":
         import anndata as ad
 
-        folder = data_path(path, "perturbation")
-        adata = ad.read_h5ad(folder / "kang2018_pbmc_scgen_valid.h5ad")
+        adata = ad.read_h5ad(data_path(path, "perturbation", "kang2018_pbmc_scgen_valid.h5ad"))
         cond = adata.obs[PERTURBATION_KEYS.CONDITION].astype(str)
     elif source == "pertpy":
         from .._utils import import_optional
@@ -191,7 +196,9 @@ def kang2018(path: str | os.PathLike | None = None, *, source: Literal["local", 
     else:
         raise ValueError(f"`source` must be 'local' or 'pertpy', got {source!r}.")
     adata.obs[PERTURBATION_KEYS.CONDITION] = pd.Categorical(cond, categories=["control", "stimulated"])
-    adata.obs[PERTURBATION_KEYS.CELL_TYPE] = adata.obs[PERTURBATION_KEYS.CELL_TYPE].astype(str).astype("category")
+    adata.obs[PERTURBATION_KEYS.CELL_TYPE] = (
+        adata.obs[PERTURBATION_KEYS.CELL_TYPE].astype(str).astype("category")
+    )
     return adata
 
 
@@ -199,7 +206,10 @@ _MIL_NAMES = ("corel_dogs", "protein")
 
 
 def mil_dataset(
-    name: Literal["corel_dogs", "protein"], path: str | os.PathLike | None = None, *, drop_position_feature: bool = True
+    name: Literal["corel_dogs", "protein"],
+    path: str | os.PathLike | None = None,
+    *,
+    drop_position_feature: bool = True,
 ) -> AnnData:
     """A small real multiple-instance learning data set (binary, one task) as an instance AnnData.
 
@@ -222,14 +232,15 @@ def mil_dataset(
     """
     if name not in _MIL_NAMES:
         raise ValueError(f"`name` must be one of {_MIL_NAMES}, got {name!r}.")
-    folder = data_path(path, "mil")
-    df = pd.read_csv(folder / f"{name}.csv", header=None)
+    df = pd.read_csv(data_path(path, "mil", f"{name}.csv"), header=None)
     label = df[0].to_numpy(dtype=float)
     bag = df[1].astype(int).map(lambda i: f"bag_{i:04d}")
     features = df.iloc[:, 2:]
     if name == "protein" and drop_position_feature:
         features = features.iloc[:, 1:]
-    obs = pd.DataFrame({HCI_KEYS.WELL: bag.to_numpy(), HCI_KEYS.PLATE: name, HCI_KEYS.COMPOUND: bag.to_numpy()})
+    obs = pd.DataFrame(
+        {HCI_KEYS.WELL: bag.to_numpy(), HCI_KEYS.PLATE: name, HCI_KEYS.COMPOUND: bag.to_numpy()}
+    )
     obs.index = pd.Index([f"{b}_{i}" for i, b in enumerate(bag)])
     obs = _categorical(obs, [HCI_KEYS.WELL, HCI_KEYS.PLATE, HCI_KEYS.COMPOUND])
     var = pd.DataFrame(index=[f"feature_{j}" for j in range(features.shape[1])])

@@ -137,7 +137,10 @@ def synthetic_hci(
         raise ValueError(f"`label_density` must be in (0, 1], got {label_density}.")
     if not 0 <= n_primary <= n_assays:
         raise ValueError(f"`n_primary` must be between 0 and `n_assays` ({n_assays}), got {n_primary}.")
-    if min(n_compounds, n_assays, n_features, fovs_per_well, crops_per_fov, n_control_wells, n_mechanisms) < 1:
+    if (
+        min(n_compounds, n_assays, n_features, fovs_per_well, crops_per_fov, n_control_wells, n_mechanisms)
+        < 1
+    ):
         raise ValueError("Counts and sizes must be positive integers.")
     if not 0 < responder_fraction <= 1:
         raise ValueError(f"`responder_fraction` must be in (0, 1], got {responder_fraction}.")
@@ -244,7 +247,9 @@ def synthetic_hci(
     obs = pd.DataFrame(
         {
             HCI_KEYS.PLATE: plate_names[inst_plate],
-            HCI_KEYS.WELL: [f"{plate_names[p]}_{pos}" for p, pos in zip(inst_plate, position[inst_well], strict=True)],
+            HCI_KEYS.WELL: [
+                f"{plate_names[p]}_{pos}" for p, pos in zip(inst_plate, position[inst_well], strict=True)
+            ],
             HCI_KEYS.WELL_POSITION: position[inst_well].astype(str),
             HCI_KEYS.FOV: np.tile(np.repeat(np.arange(fovs_per_well), crops_per_fov), n_wells),
             "crop": np.tile(np.arange(crops_per_fov), n_wells * fovs_per_well),
@@ -258,7 +263,9 @@ def synthetic_hci(
     for col in (HCI_KEYS.PLATE, HCI_KEYS.WELL, HCI_KEYS.WELL_POSITION, HCI_KEYS.COMPOUND, HCI_KEYS.SCAFFOLD):
         obs[col] = obs[col].astype("category")
     lab = np.vstack([np.full((1, T), np.nan), labels_c])[inst_cpd + 1]
-    adata = AnnData(X.astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"f{j}" for j in range(n_features)]))
+    adata = AnnData(
+        X.astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"f{j}" for j in range(n_features)])
+    )
     adata.obsm[HCI_KEYS.ASSAYS] = pd.DataFrame(lab, index=adata.obs_names, columns=assay_names)
     params = {
         k: v
@@ -277,6 +284,8 @@ def synthetic_hci(
         "unrelated_assays": assay_names[n_related:],
         "assay_mechanisms": assay_mech,
         "true_labels": pd.DataFrame(truth, index=compound_names, columns=assay_names),
-        "mechanisms": pd.DataFrame(mech.astype(int), index=compound_names, columns=[f"mech_{k}" for k in range(K)]),
+        "mechanisms": pd.DataFrame(
+            mech.astype(int), index=compound_names, columns=[f"mech_{k}" for k in range(K)]
+        ),
     }
     return adata

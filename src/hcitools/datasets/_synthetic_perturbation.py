@@ -97,7 +97,9 @@ def synthetic_perturbation(
     def program() -> np.ndarray:
         v = np.zeros(n_genes)
         genes = rng.choice(n_genes, size=n_response_genes, replace=False)
-        v[genes] = rng.choice([-1.0, 1.0], p=[0.3, 0.7], size=n_response_genes) * rng.uniform(0.5, 1.0, n_response_genes)
+        v[genes] = rng.choice([-1.0, 1.0], p=[0.3, 0.7], size=n_response_genes) * rng.uniform(
+            0.5, 1.0, n_response_genes
+        )
         return v
 
     shared = program()
@@ -123,13 +125,19 @@ def synthetic_perturbation(
             obs_rows += [(cond, ct, d)] * n_cells
     counts = np.vstack(blocks).astype(np.float32)
     norm = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) * 1e4
-    obs = pd.DataFrame(obs_rows, columns=[PERTURBATION_KEYS.CONDITION, PERTURBATION_KEYS.CELL_TYPE, PERTURBATION_KEYS.DOSE])
+    obs = pd.DataFrame(
+        obs_rows, columns=[PERTURBATION_KEYS.CONDITION, PERTURBATION_KEYS.CELL_TYPE, PERTURBATION_KEYS.DOSE]
+    )
     obs["perturbation"] = np.where(obs[PERTURBATION_KEYS.DOSE] > 0, perturbation, "none")
     obs[PERTURBATION_KEYS.CONDITION] = pd.Categorical(obs[PERTURBATION_KEYS.CONDITION], categories=conditions)
     obs[PERTURBATION_KEYS.CELL_TYPE] = pd.Categorical(obs[PERTURBATION_KEYS.CELL_TYPE], categories=cell_types)
     obs["perturbation"] = obs["perturbation"].astype("category")
     obs.index = pd.Index([f"cell_{i}" for i in range(len(obs))])
-    adata = AnnData(np.log1p(norm).astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"gene_{g}" for g in range(n_genes)]))
+    adata = AnnData(
+        np.log1p(norm).astype(np.float32),
+        obs=obs,
+        var=pd.DataFrame(index=[f"gene_{g}" for g in range(n_genes)]),
+    )
     adata.layers["counts"] = counts
     lfc = pd.DataFrame(np.stack(list(lfc_rows.values())), columns=adata.var_names)
     lfc.index = pd.Index([f"{ct}|{cond}" for ct, cond in lfc_rows])

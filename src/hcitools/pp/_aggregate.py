@@ -81,7 +81,7 @@ def aggregate(
     A new AnnData with one row per group (index = group id, in order of first appearance):
 
     - ``X``: aggregated features (float32); ``var`` is kept when the features were ``X``;
-    - ``obs``: ``by``, ``n_instances``, and every obs column that is constant within each group;
+    - ``obs``: ``by``, ``n_instances`` (rows aggregated into the group), and every obs column that is constant within each group;
     - ``obsm[labels_key]``: the labels, when constant within groups;
     - ``uns["aggregate"]``: ``by``, ``how``, ``rep_key`` and the mapping back to instances
       (``instance_obs_names`` and their ``instance_group``).
@@ -118,6 +118,7 @@ def aggregate(
         Xa = Xa.toarray() if sparse.issparse(Xa) else Xa
     obs_const = _constant_columns(adata.obs.assign(**{by: groups}), by).reindex(list(uniques))
     obs_const[by] = list(uniques)
+    obs_const = obs_const.drop(columns=["n_instances"], errors="ignore")  # re-counted for the new groups
     obs_const.insert(0, "n_instances", np.bincount(codes, minlength=n_groups))
     obs_const.index = pd.Index(list(uniques), name=None)
     if rep_key is None:

@@ -107,7 +107,9 @@ class PlateNormalizer:
         counts = pd.Series(is_control).groupby(plates).sum().reindex(uniq)
         missing = counts.index[counts.to_numpy() == 0]
         if len(missing):
-            raise ValueError(f"Plates without any control instance: {list(missing)[:10]}. Each plate needs controls.")
+            raise ValueError(
+                f"Plates without any control instance: {list(missing)[:10]}. Each plate needs controls."
+            )
         d = X.shape[1]
         center = np.empty((len(uniq), d))
         scale = np.ones((len(uniq), d))
@@ -171,7 +173,9 @@ class PlateNormalizer:
         X = _dense(X)
         plates = np.asarray(plates)
         if X.shape[1] != self.center_.shape[1]:
-            raise ValueError(f"`X` has {X.shape[1]} features; the normalizer was fitted on {self.center_.shape[1]}.")
+            raise ValueError(
+                f"`X` has {X.shape[1]} features; the normalizer was fitted on {self.center_.shape[1]}."
+            )
         unknown = sorted(set(pd.unique(plates)) - set(self.center_.index), key=str)
         if unknown:
             raise ValueError(
@@ -303,6 +307,8 @@ def normalize_plates(
         "n_degenerate": int(normalizer.degenerate_.to_numpy().sum()),
     }
     written.append("uns['normalize_plates']")
-    logger.info(f"normalised {len(normalizer.center_)} plates against {int(is_control.sum())} control instances")
+    logger.info(
+        f"normalised {len(normalizer.center_)} plates against {int(is_control.sum())} control instances"
+    )
     log_written("adata", written)
     return target if copy else None

@@ -41,7 +41,9 @@ def fold_rotations(n_folds: int = 5) -> Iterator[FoldRotation]:
         yield FoldRotation(tuple(f for f in range(n_folds) if f not in (test, val)), val, test)
 
 
-def check_folds(adata: AnnData, *, compound_key: str = HCI_KEYS.COMPOUND, fold_key: str = HCI_KEYS.FOLD) -> None:
+def check_folds(
+    adata: AnnData, *, compound_key: str = HCI_KEYS.COMPOUND, fold_key: str = HCI_KEYS.FOLD
+) -> None:
     """Raise a ValueError if any compound has instances in more than one fold."""
     check_obs_keys(adata, {"compound_key": compound_key, "fold_key": fold_key})
     n = adata.obs.groupby(compound_key, observed=True)[fold_key].nunique()
@@ -80,7 +82,9 @@ def _scaffolds(smiles: pd.Series) -> pd.Series:
 def _balanced_assignment(group_of: pd.Series, n_folds: int, rng: np.random.Generator) -> pd.Series:
     """Assign groups (largest first, ties in random order) to the fold with the fewest compounds so far."""
     sizes = group_of.value_counts()
-    order = sizes.sample(frac=1.0, random_state=rng.integers(2**31 - 1)).sort_values(ascending=False, kind="stable")
+    order = sizes.sample(frac=1.0, random_state=rng.integers(2**31 - 1)).sort_values(
+        ascending=False, kind="stable"
+    )
     fold_size = np.zeros(n_folds, dtype=int)
     fold_of_group = {}
     for g, size in order.items():
@@ -161,7 +165,11 @@ def split_compounds(
     check_free_keys(adata, {"obs": key_added, "uns": key_added}, overwrite=overwrite)
     obs = adata.obs
     compounds = obs[compound_key].astype(str)
-    is_ctrl = (obs[compound_key] == control_value).to_numpy() if control_value is not None else np.zeros(len(obs), bool)
+    is_ctrl = (
+        (obs[compound_key] == control_value).to_numpy()
+        if control_value is not None
+        else np.zeros(len(obs), bool)
+    )
     treated = obs.loc[~is_ctrl]
     cpds = pd.unique(compounds[~is_ctrl])
     if len(cpds) < n_folds:
@@ -175,7 +183,9 @@ def split_compounds(
                 f"Some compounds have several values of obs[{extra_col!r}] (e.g. {list(per_cpd.index[per_cpd > 1])[:5]}); "
                 "it must be constant within each compound."
             )
-        first = treated.groupby(compounds[~is_ctrl], observed=True, sort=False)[extra_col].first().reindex(cpds)
+        first = (
+            treated.groupby(compounds[~is_ctrl], observed=True, sort=False)[extra_col].first().reindex(cpds)
+        )
     if method == "random":
         perm = rng.permutation(len(cpds))
         fold_of = pd.Series(np.empty(len(cpds), dtype=int), index=cpds)

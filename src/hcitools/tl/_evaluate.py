@@ -40,10 +40,14 @@ def evaluate_assays(
     1.0
     """
     if not isinstance(predictions, pd.DataFrame) or not isinstance(labels, pd.DataFrame):
-        raise TypeError("`predictions` and `labels` must be pandas DataFrames (rows = compounds, columns = assays).")
+        raise TypeError(
+            "`predictions` and `labels` must be pandas DataFrames (rows = compounds, columns = assays)."
+        )
     common = predictions.index.intersection(labels.index)
     if len(common) == 0:
-        raise ValueError("`predictions` and `labels` share no row ids; align them on the same compound or bag ids.")
+        raise ValueError(
+            "`predictions` and `labels` share no row ids; align them on the same compound or bag ids."
+        )
     if assays is None:
         assays = [a for a in predictions.columns if a in labels.columns]
     missing = [a for a in assays if a not in predictions.columns or a not in labels.columns]

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+import hcitools as ht
+from hcitools._validate import check_bag_key
+
+
+def test_make_bag_key(screen):
+    ht.pp.make_bag_key(screen, well_key="well_position", key_added="bag")
+    check_bag_key(screen, "bag", "plate")
+    assert screen.obs["bag"].nunique() == screen.obs["well"].nunique()
+    with pytest.raises(ValueError, match="exists already"):
+        ht.pp.make_bag_key(screen, well_key="well_position", key_added="bag")
+    with pytest.raises(KeyError, match="well_key"):
+        ht.pp.make_bag_key(screen, well_key="position", key_added="bag2")
+
+
+@pytest.mark.parametrize("method", ["group", "random"])
+def test_split_compounds(screen, method):
+    ht.pp.split_compounds(screen, method=method, group_key="scaffold" if method == "group" else None, seed=1)
+    ht.pp.check_folds(screen)
+    folds = screen.obs["fold"]
+    assert (folds[screen.obs["compound"] == "DMSO"] == -1).all()
+    per_fold = screen.uns["fold"]["compounds_per_fold"]
+    assert per_fold.sum() == 40 and per_fold.min() >= 4
+    if method == "group":
+        assert screen.obs[folds >= 0].groupby("scaffold", observed=True)["fold"].nunique().max() == 1
+    again = ht.pp.split_compounds(
+        screen,
+        method=method,
+        group_key="scaffold" if method == "group" else None,
+        seed=1,
+        key_added="fold2",
+        copy=True,
+    )
+    np.testing.assert_array_equal(again.obs["fold2"], folds)
+
+
+def test_check_folds_catches_straddling(screen):
+    ht.pp.split_compounds(screen, method="random", seed=0)
+    cpd = screen.obs["compound"].astype(str)
+    idx = np.flatnonzero(cpd == "cpd_0000")[0]
+    screen.obs.iloc[idx, screen.obs.columns.get_loc("fold")] = (screen.obs["fold"].iloc[idx] + 1) % 5
+    with pytest.raises(ValueError, match="straddle"):
+        ht.pp.check_folds(screen)
+
+
+def test_fold_rotations():
+    rots = list(ht.pp.fold_rotations(5))
+    assert len(rots) == 5
+    assert sorted(r.test for r in rots) == list(range(5))
+    for r in rots:
+        assert len(r.train) == 3 and r.validation != r.test and r.test not in r.train
+
+
+def test_aggregate_wells(screen):
+    wells = ht.pp.aggregate(screen, by="well")
+    assert wells.n_obs == screen.obs["well"].nunique()
+    assert (wells.obs["n_instances"] == 8).all()
+    w = wells.obs_names[5]
+    np.testing.assert_allclose(
+        wells[w].X.ravel(), screen.X[(screen.obs["well"] == w).to_numpy()].mean(axis=0), rtol=1e-5
+    )
+    for col in ("plate", "compound", "scaffold", "well_position"):
+        assert col in wells.obs
+    assert "fov" not in wells.obs  # varies within wells
+    assert wells.obsm["assays"].shape == (wells.n_obs, 5)
+    med = ht.pp.aggregate(screen, by="well", how="median")
+    np.testing.assert_allclose(
+        med[w].X.ravel(), np.median(screen.X[(screen.obs["well"] == w).to_numpy()], axis=0), rtol=1e-5
+    )
+    assert len(wells.uns["aggregate"]["instance_group"]) == screen.n_obs
+
+
+def test_aggregate_modz_to_compounds(screen):
+    wells = ht.pp.aggregate(screen, by="well")
+    cpds = ht.pp.aggregate(wells, by="compound", how="modz")
+    assert cpds.n_obs == 41
+    c = cpds.obs_names[cpds.obs_names != "DMSO"][0]
+    members = wells.X[(wells.obs["compound"] == c).to_numpy()]
+    # modz lies in the convex hull of the replicates, per feature
+    assert (cpds[c].X.ravel() <= members.max(axis=0) + 1e-5).all()
+    assert (cpds[c].X.ravel() >= members.min(axis=0) - 1e-5).all()
+    with pytest.raises(ValueError, match="how"):
+        ht.pp.aggregate(screen, how="max")
