@@ -99,7 +99,7 @@ def test_labels_not_binary(screen):
 def test_plate_without_controls(screen):
     keep = ~((screen.obs["plate"] == "plate1") & (screen.obs["compound"] == "DMSO")).to_numpy()
     sub = screen[keep].copy()
-    with pytest.raises(ValueError, match="Plates without any control instance.*plate1"):
+    with pytest.raises(ValueError, match=r"Plates without any control instance.*plate1"):
         check_controls(sub, "compound", "DMSO", "plate")
     with pytest.raises(ValueError, match="control_value"):
         check_controls(screen, "compound", "DMSO_typo", "plate")

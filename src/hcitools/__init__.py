@@ -15,7 +15,7 @@ _SUBMODULES = ("pp", "tl", "pl", "model", "datasets", "module", "nn", "train", "
 __all__ = ["__version__", *_SUBMODULES]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import datasets, model, pl, pp, tl
+    from . import datasets, model, pl, pp, tl  # noqa: F401
 
 
 def __getattr__(name: str):
