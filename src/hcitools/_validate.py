@@ -142,7 +142,7 @@ def check_bag_key(
     check_obs_keys(adata, {"bag_key": bag_key, "plate_key": plate_key})
     if plate_key is None or plate_key == bag_key:
         return
-    n_plates = adata.obs.groupby(bag_key, observed=True)[plate_key].nunique()
+    n_plates = adata.obs[plate_key].groupby(adata.obs[bag_key].to_numpy()).nunique()
     shared = n_plates.index[n_plates.to_numpy() > 1]
     if len(shared):
         raise ValueError(

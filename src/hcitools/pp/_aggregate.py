@@ -17,6 +17,7 @@ from .._validate import check_anndata, check_obs_keys, get_rep
 
 def _constant_columns(obs: pd.DataFrame, by: str) -> pd.DataFrame:
     """obs columns that take one value (NaN counted as a value) within every group, one row per group."""
+    obs = obs.reset_index(drop=True)  # an index named like a column would make `by` ambiguous
     grouped = obs.groupby(by, observed=True, sort=False)
     nun = grouped.nunique(dropna=False)
     keep = [c for c in nun.columns if (nun[c] <= 1).all()]

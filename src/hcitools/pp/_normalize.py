@@ -255,7 +255,8 @@ def normalize_plates(
     -------
     ``None``, or a copy when ``copy=True``. Writes:
 
-    - ``X`` or ``obsm[rep_key]`` (``key_added=None``), or ``obsm[key_added]``: the normalised features (float32);
+    - ``X`` or ``obsm[rep_key]`` (``key_added=None``), or ``obsm[key_added]``: the normalised features (float64 if
+      the input was float64, float32 otherwise);
     - ``uns["normalize_plates"]``: method, parameters, number of controls per plate, and the number of
       degenerate (plate, feature) pairs;
     - ``var["normalize_plates_degenerate"]`` (features in ``X`` only): number of plates on which the feature's
@@ -283,7 +284,8 @@ def normalize_plates(
         check_free_keys(adata, {"var": "normalize_plates_degenerate"})
     normalizer = PlateNormalizer(method, mad_scale=mad_scale, epsilon=epsilon)
     plates = adata.obs[plate_key].to_numpy()
-    Xn = normalizer.fit_transform(X, plates, is_control).astype(np.float32)
+    dtype = np.float64 if X.dtype == np.float64 else np.float32
+    Xn = normalizer.fit_transform(X, plates, is_control).astype(dtype)
 
     target = adata.copy() if copy else adata
     written = []

@@ -46,7 +46,7 @@ def check_folds(
 ) -> None:
     """Raise a ValueError if any compound has instances in more than one fold."""
     check_obs_keys(adata, {"compound_key": compound_key, "fold_key": fold_key})
-    n = adata.obs.groupby(compound_key, observed=True)[fold_key].nunique()
+    n = adata.obs[fold_key].groupby(adata.obs[compound_key].astype(str).to_numpy()).nunique()
     bad = n.index[n.to_numpy() > 1]
     if len(bad):
         raise ValueError(
@@ -177,15 +177,14 @@ def split_compounds(
     rng = np.random.default_rng(seed)
     extra_col = {"scaffold": smiles_key, "group": group_key}.get(method)
     if extra_col is not None:
-        per_cpd = treated.groupby(compounds[~is_ctrl], observed=True, sort=False)[extra_col].nunique()
+        grouped = treated[extra_col].groupby(compounds[~is_ctrl].to_numpy(), sort=False)
+        per_cpd = grouped.nunique()
         if (per_cpd > 1).any():
             raise ValueError(
                 f"Some compounds have several values of obs[{extra_col!r}] (e.g. {list(per_cpd.index[per_cpd > 1])[:5]}); "
                 "it must be constant within each compound."
             )
-        first = (
-            treated.groupby(compounds[~is_ctrl], observed=True, sort=False)[extra_col].first().reindex(cpds)
-        )
+        first = grouped.first().reindex(cpds)
     if method == "random":
         perm = rng.permutation(len(cpds))
         fold_of = pd.Series(np.empty(len(cpds), dtype=int), index=cpds)
