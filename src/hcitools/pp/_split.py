@@ -148,7 +148,7 @@ def split_compounds(
     >>> import hcitools as ht
     >>> adata = ht.datasets.synthetic_hci(n_compounds=50, seed=0)
     >>> ht.pp.split_compounds(adata, method="group", group_key="scaffold", seed=0)
-    >>> sorted(adata.obs["fold"].unique())
+    >>> sorted(adata.obs["fold"].unique().tolist())
     [-1, 0, 1, 2, 3, 4]
     """
     check_anndata(adata)
