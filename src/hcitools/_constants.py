@@ -31,3 +31,14 @@ class _DataEnv(NamedTuple):
 HCI_KEYS = _HCIKeys()
 PERTURBATION_KEYS = _PerturbationKeys()
 DATA_ENV = _DataEnv()
+
+
+class _MILKeys(NamedTuple):
+    X: str = "X"
+    MASK: str = "mask"
+    LABELS: str = "labels"
+    BAG_INDEX: str = "bag_index"
+    LABELS_REGISTRY: str = "assays"
+
+
+MIL_KEYS = _MILKeys()

@@ -1,7 +1,28 @@
 """User-facing model classes built on scvi-tools (:mod:`hcitools.model`).
 
-The MIL models (MoMIL and its baselines) and the perturbation models (MTAe family) live here; each is
-imported on first use so that ``import hcitools`` does not import torch.
+Imported on first use, so that ``import hcitools`` does not import torch or scvi-tools.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import importlib
+
+_MODELS = {
+    "MoMIL": "._momil",
+    "MeanMLP": "._baselines",
+    "MultiLabelMIL": "._baselines",
+    "MILModelBase": "._mil_base",
+}
+__all__ = ["MeanMLP", "MoMIL", "MultiLabelMIL"]
+
+
+def __getattr__(name: str):
+    if name in _MODELS:
+        obj = getattr(importlib.import_module(_MODELS[name], __name__), name)
+        globals()[name] = obj
+        return obj
+    raise AttributeError(f"module 'hcitools.model' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

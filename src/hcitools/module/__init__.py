@@ -1,1 +1,5 @@
-"""Internal building blocks (module); see the developer docs."""
+"""The maths of hcitools' models (:mod:`hcitools.module`): scvi-tools modules, no AnnData inside."""
+
+from ._mil import MeanMLPModule, MILModuleBase, MoMILModule, MultiLabelMILModule
+
+__all__ = ["MILModuleBase", "MeanMLPModule", "MoMILModule", "MultiLabelMILModule"]

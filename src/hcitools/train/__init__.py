@@ -1,1 +1,5 @@
-"""Internal building blocks (train); see the developer docs."""
+"""Training plans and callbacks (:mod:`hcitools.train`)."""
+
+from ._mil_plan import MILTrainingPlan, RestoreBestWeights
+
+__all__ = ["MILTrainingPlan", "RestoreBestWeights"]

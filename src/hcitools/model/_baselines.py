@@ -1,0 +1,80 @@
+"""Baselines with the MIL API: mean-pooled MLP and multi-label attention MIL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from anndata import AnnData
+
+from ..module import MeanMLPModule, MultiLabelMILModule
+from ._mil_base import MILModelBase
+
+
+class MeanMLP(MILModelBase):
+    """Baseline: mean-pool each bag's instances, then an MLP with one output per assay (one or many assays).
+
+    Same API as :class:`~hcitools.model.MoMIL`; its "attention" is uniform over each bag.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_hidden
+        Hidden layer size.
+    dropout
+        Dropout rate.
+    primary_assays
+        Assays used for model selection (default: all).
+    """
+
+    _module_cls = MeanMLPModule
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        n_hidden: int = 128,
+        dropout: float = 0.5,
+        primary_assays: Sequence[str] | None = None,
+    ):
+        super().__init__(adata)
+        self._init_mil(adata, primary_assays, {"n_hidden": n_hidden, "dropout": dropout})
+        self.init_params_ = self._get_init_params(locals())
+
+
+class MultiLabelMIL(MILModelBase):
+    """Baseline: one gated-attention MIL network with T outputs and a single objective.
+
+    Unlike :class:`~hcitools.model.MoMIL`, all assays share one attention: the attention returned is the same
+    for every assay.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_hidden
+        Shared projector size.
+    n_head_hidden
+        Attention head size.
+    dropout
+        Dropout rate.
+    primary_assays
+        Assays used for model selection (default: all).
+    """
+
+    _module_cls = MultiLabelMILModule
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        n_hidden: int = 128,
+        n_head_hidden: int = 64,
+        dropout: float = 0.5,
+        primary_assays: Sequence[str] | None = None,
+    ):
+        super().__init__(adata)
+        self._init_mil(
+            adata, primary_assays, {"n_hidden": n_hidden, "n_head_hidden": n_head_hidden, "dropout": dropout}
+        )
+        self.init_params_ = self._get_init_params(locals())

@@ -1,0 +1,466 @@
+"""Shared user API of the MIL models (scvi-tools ``BaseModelClass``): setup, training, queries."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField, ObsmField
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+
+from .._constants import HCI_KEYS, MIL_KEYS
+from .._validate import _preview, check_labels, get_rep, validate_hci
+from ..dataloaders import BagData, BagDataSplitter, bag_loader
+from ..train import MILTrainingPlan, RestoreBestWeights
+from ..train._mil_plan import VAL_MEAN_AUROC, per_task_auroc
+
+logger = logging.getLogger("hcitools")
+
+
+def _check_assays_learnable(labels: pd.DataFrame, bags: np.ndarray) -> None:
+    per_bag = labels.groupby(bags, sort=False).first()
+    n_pos, n_neg = (per_bag == 1).sum(), (per_bag == 0).sum()
+    empty = list(labels.columns[(n_pos + n_neg) == 0])
+    single = list(labels.columns[((n_pos == 0) | (n_neg == 0)) & ((n_pos + n_neg) > 0)])
+    if empty or single:
+        parts = []
+        if empty:
+            parts.append(f"assays without any observed label: {_preview(empty)}")
+        if single:
+            parts.append(f"assays with a single observed class: {_preview(single)}")
+        raise ValueError(
+            "Every assay needs observed positive and negative bags to be learned and evaluated; "
+            + "; ".join(parts)
+            + ". Drop them, e.g. `adata.obsm['assays'] = adata.obsm['assays'].drop(columns=[...])`."
+        )
+
+
+class MILModelBase(BaseModelClass):
+    """Base of the MIL models: bags of instances in, per-assay probabilities out.
+
+    Subclasses set ``_module_cls`` and the keyword arguments their module takes.
+    """
+
+    _module_cls = None
+    _data_splitter_cls = BagDataSplitter
+    _training_plan_cls = MILTrainingPlan
+    _train_runner_cls = TrainRunner
+
+    # ------------------------------------------------------------------------------------------------ setup
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        *,
+        bag_key: str = HCI_KEYS.WELL,
+        labels_key: str = HCI_KEYS.ASSAYS,
+        rep_key: str | None = None,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        group_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Validate and register an instance AnnData for MIL models.
+
+        Parameters
+        ----------
+        adata
+            One row per instance (crop or cell).
+        bag_key
+            obs column with the bag (well) id, unique across plates (see :func:`hcitools.pp.make_bag_key`).
+        labels_key
+            obsm key of the labels: DataFrame n_obs × n_assays of 1 / 0 / NaN (not measured), constant
+            within a bag. Every assay needs observed positives and negatives.
+        rep_key
+            obsm key of the instance embeddings; ``None`` uses ``X`` (or ``layer``).
+        layer
+            Layer with the embeddings, instead of ``X``.
+        batch_key
+            obs column with the plate (batch); bags must be unique across it.
+        group_key
+            obs column grouping bags, e.g. ``"compound"``: enables ``predict(level="compound")`` and
+            compound-level validation AUROC. Must be constant within each bag.
+
+        Notes
+        -----
+        Registers the embeddings and the labels with scvi-tools' AnnDataManager; the obs columns named
+        here are read as they are (nothing is recast or written into ``adata.obs``).
+        """
+        validate_hci(
+            adata,
+            plate_key=batch_key,
+            bag_key=bag_key,
+            compound_key=group_key,
+            rep_key=rep_key,
+            layer=layer,
+            labels_key=labels_key,
+        )
+        labels = check_labels(adata, labels_key, bag_key)
+        _check_assays_learnable(labels, adata.obs[bag_key].to_numpy())
+        if group_key is not None:
+            n = adata.obs[group_key].groupby(adata.obs[bag_key].to_numpy()).nunique()
+            if (n > 1).any():
+                raise ValueError(
+                    f"adata.obs[{group_key!r}] (argument `group_key`) varies within bags of {bag_key!r}, e.g. "
+                    f"{_preview(n.index[n > 1])}; a bag (well) belongs to one group (compound)."
+                )
+        setup_method_args = cls._get_setup_method_args(**locals())
+        x_field = (
+            ObsmField(REGISTRY_KEYS.X_KEY, rep_key)
+            if rep_key is not None
+            else LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)
+        )
+        fields = [x_field, ObsmField(MIL_KEYS.LABELS_REGISTRY, labels_key)]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    # ------------------------------------------------------------------------------------------------ init
+    def _init_mil(
+        self, adata: AnnData, primary_assays: Sequence[str] | None, module_kwargs: dict[str, Any]
+    ) -> None:
+        labels = self.adata_manager.get_from_registry(MIL_KEYS.LABELS_REGISTRY)
+        self.assays = [str(c) for c in getattr(labels, "columns", range(labels.shape[1]))]
+        if primary_assays is not None:
+            primary_assays = [str(a) for a in primary_assays]
+            unknown = [a for a in primary_assays if a not in self.assays]
+            if unknown:
+                raise ValueError(
+                    f"`primary_assays` {unknown} are not assays of the labels; assays are {_preview(self.assays)}."
+                )
+        self.primary_assays = primary_assays
+        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        self.n_input = X.shape[1]
+        self.module = self._module_cls(self.n_input, len(self.assays), **module_kwargs)
+        self._model_summary_string = (
+            f"{type(self).__name__}: {len(self.assays)} assays, {self.n_input}-d instances, "
+            + ", ".join(f"{k}={v}" for k, v in module_kwargs.items())
+        )
+
+    @property
+    def _setup(self) -> dict:
+        return self.adata_manager.registry["setup_args"]
+
+    # ------------------------------------------------------------------------------------------------ data
+    def _bag_data(self, adata: AnnData | None = None, *, require_labels: bool = False) -> BagData:
+        """Bags of ``adata`` (default: the training AnnData) with the registered representation."""
+        s = self._setup
+        if adata is None or adata is self.adata:
+            adata = self.adata
+            X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        else:
+            validate_hci(
+                adata,
+                plate_key=None,
+                bag_key=s["bag_key"],
+                compound_key=None,
+                rep_key=s["rep_key"],
+                layer=s["layer"],
+            )
+            X = get_rep(adata, rep_key=s["rep_key"], layer=s["layer"])
+            if X.shape[1] != self.n_input:
+                raise ValueError(
+                    f"`adata` has {X.shape[1]}-d instances; the model was set up with {self.n_input}-d."
+                )
+        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+        labels = None
+        if s["labels_key"] in adata.obsm:
+            lab = check_labels(adata, s["labels_key"], s["bag_key"])
+            missing = [a for a in self.assays if a not in lab.columns]
+            if missing:
+                raise ValueError(f"adata.obsm[{s['labels_key']!r}] lacks the assays {_preview(missing)}.")
+            labels = lab[self.assays].to_numpy(np.float32)
+        elif require_labels:
+            raise KeyError(f"adata.obsm has no labels {s['labels_key']!r}.")
+        groups = (
+            adata.obs[s["group_key"]].astype(str).to_numpy()
+            if s["group_key"] and s["group_key"] in adata.obs
+            else None
+        )
+        return BagData.from_arrays(
+            X, adata.obs[s["bag_key"]].astype(str).to_numpy(), labels, len(self.assays), groups
+        )
+
+    # ------------------------------------------------------------------------------------------------ train
+    def train(
+        self,
+        max_epochs: int = 100,
+        *,
+        warmup_epochs: int = 20,
+        patience: int = 10,
+        lr: float = 1e-4,
+        weight_decay: float = 5e-4,
+        batch_size: int = 256,
+        validation_size: float = 0.2,
+        validation_key: str | None = None,
+        validation_values: Sequence[Any] | None = None,
+        seed: int = 0,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        pos_weight: bool = False,
+        max_instances: int | None = None,
+        enable_progress_bar: bool = True,
+        **trainer_kwargs,
+    ) -> None:
+        """Train with AdamW and cosine annealing; early stopping on validation AUROC; best weights restored.
+
+        Parameters
+        ----------
+        max_epochs
+            Maximum number of epochs (also the cosine period).
+        warmup_epochs
+            Epochs before early stopping may trigger.
+        patience
+            Validation epochs without improvement of the mean AUROC over ``primary_assays`` before stopping.
+        lr, weight_decay
+            AdamW parameters.
+        batch_size
+            Bags per batch.
+        validation_size
+            Fraction of bags held out at random for validation (ignored with ``validation_key``).
+        validation_key, validation_values
+            Take the validation bags from a user column instead (e.g. ``validation_key="fold"``,
+            ``validation_values=[3]``); constant within bags. Bags with other values are trained on.
+        seed
+            Seeds the weight initialisation (the module is re-initialised before its first training), the
+            split, the batch order, subsampling and dropout (through ``lightning.seed_everything``).
+        accelerator, devices
+            Lightning's; ``"auto"`` uses a GPU when present.
+        pos_weight
+            Weight positives of each assay by n_neg / n_pos of its observed training labels.
+        max_instances
+            Randomly subsample training bags larger than this (off by default; never in validation or queries).
+        enable_progress_bar
+            Show Lightning's progress bar.
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` (e.g. ``strategy="ddp"``).
+
+        Notes
+        -----
+        ``model.history`` holds per-epoch ``train_loss``, ``validation_loss``, ``validation_auroc_<assay>`` and
+        ``validation_mean_auroc``; ``model.best_epoch`` the epoch whose weights were kept.
+        """
+        from lightning.pytorch import seed_everything
+
+        seed_everything(seed, workers=True, verbose=False)
+        if not self.is_trained_:
+            for m in self.module.modules():
+                if m is not self.module and hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+        data = self._bag_data(require_labels=True)
+        val_bags = None
+        if validation_key is not None:
+            if validation_values is None:
+                raise ValueError(
+                    "`validation_key` needs `validation_values`, the values that mark validation bags."
+                )
+            col = self.adata.obs[validation_key] if validation_key in self.adata.obs else None
+            if col is None:
+                raise KeyError(f"adata.obs has no column {validation_key!r} (argument `validation_key`).")
+            per_bag = col.to_numpy()[data.order[data.starts]]
+            val_bags = np.isin(per_bag, list(validation_values))
+            n_per_bag = col.groupby(self.adata.obs[self._setup["bag_key"]].to_numpy()).nunique()
+            if (n_per_bag > 1).any():
+                raise ValueError(
+                    f"adata.obs[{validation_key!r}] varies within bags; validation is split by bag."
+                )
+            if not val_bags.any():
+                raise ValueError(f"No bag has adata.obs[{validation_key!r}] in {list(validation_values)}.")
+        splitter = self._data_splitter_cls(
+            data,
+            validation_size=validation_size,
+            validation_bags=val_bags,
+            batch_size=batch_size,
+            seed=seed,
+            max_instances=max_instances,
+        )
+        train_labels = data.labels[splitter.train_idx].numpy()
+        n_pos = (train_labels == 1).sum(0)
+        n_neg = (train_labels == 0).sum(0)
+        self.module.pos_weight.copy_(
+            torch.as_tensor(np.where(n_pos > 0, n_neg / np.maximum(n_pos, 1), 1.0), dtype=torch.float32)
+        )
+        self.module.use_pos_weight = pos_weight
+        val_groups = data.groups[splitter.val_idx] if data.groups is not None else None
+        plan = self._training_plan_cls(
+            self.module,
+            assays=self.assays,
+            primary_assays=self.primary_assays,
+            lr=lr,
+            weight_decay=weight_decay,
+            max_epochs=max_epochs,
+            val_groups=val_groups,
+        )
+        val_labels = data.labels[splitter.val_idx].numpy()
+        primary = plan.primary_index
+        evaluable = (
+            np.isfinite(per_task_auroc(np.zeros_like(val_labels), val_labels, val_groups))[primary].any()
+            if splitter.n_val
+            else False
+        )
+        callbacks = list(trainer_kwargs.pop("callbacks", []))
+        trainer_kwargs.setdefault("log_every_n_steps", 1)
+        best = RestoreBestWeights(VAL_MEAN_AUROC, "max")
+        if evaluable:
+            callbacks.append(best)
+            trainer_kwargs.update(
+                early_stopping=True,
+                early_stopping_monitor=VAL_MEAN_AUROC,
+                early_stopping_mode="max",
+                early_stopping_patience=patience,
+                early_stopping_warmup_epochs=warmup_epochs,
+                check_val_every_n_epoch=1,
+            )
+        else:
+            warnings.warn(
+                "The validation bags hold no primary assay with both classes observed: training runs all "
+                f"{max_epochs} epochs without early stopping or model selection.",
+                UserWarning,
+                stacklevel=2,
+            )
+            if splitter.n_val:
+                trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        runner = self._train_runner_cls(
+            self,
+            training_plan=plan,
+            data_splitter=splitter,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            callbacks=callbacks,
+            enable_progress_bar=enable_progress_bar,
+            **trainer_kwargs,
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+            runner()
+        self.best_epoch = best.best_epoch
+        self.train_params_ = {
+            "max_epochs": max_epochs,
+            "warmup_epochs": warmup_epochs,
+            "patience": patience,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "batch_size": batch_size,
+            "seed": seed,
+            "pos_weight": pos_weight,
+        }
+
+    # ------------------------------------------------------------------------------------------------ queries
+    @torch.inference_mode()
+    def _run(self, adata: AnnData | None, batch_size: int) -> tuple[BagData, dict[str, np.ndarray]]:
+        self._check_if_trained(warn=True)
+        data = self._bag_data(adata)
+        self.module.eval()
+        out: dict[str, list] = {
+            "prob": [],
+            "attention": [],
+            "bag_embedding": [],
+            "instance_embedding": [],
+            "mask": [],
+        }
+        for batch in bag_loader(data, np.arange(data.n_bags), batch_size=batch_size):
+            res = self.module.inference(batch[MIL_KEYS.X], batch[MIL_KEYS.MASK])
+            mask = batch[MIL_KEYS.MASK]
+            out["prob"].append(torch.sigmoid(res["logits"]).cpu().numpy())
+            out["attention"].append(
+                [a[:, m].T.cpu().numpy() for a, m in zip(res["attention"], mask, strict=True)]
+            )
+            out["bag_embedding"].append(res["bag_embedding"].cpu().numpy())
+            out["instance_embedding"].append(
+                [e[m].cpu().numpy() for e, m in zip(res["instance_embedding"], mask, strict=True)]
+            )
+        return data, {
+            "prob": np.concatenate(out["prob"]),
+            "attention": [a for part in out["attention"] for a in part],
+            "bag_embedding": np.concatenate(out["bag_embedding"]),
+            "instance_embedding": [e for part in out["instance_embedding"] for e in part],
+        }
+
+    def _unsort(self, data: BagData, per_bag_rows: list[np.ndarray]) -> np.ndarray:
+        stacked = np.concatenate(per_bag_rows)
+        out = np.empty_like(stacked)
+        out[data.order] = stacked
+        return out
+
+    def predict(
+        self,
+        adata: AnnData | None = None,
+        *,
+        level: Literal["bag", "compound"] = "bag",
+        batch_size: int = 256,
+    ) -> pd.DataFrame:
+        """Activity probabilities per bag, or per compound (mean over its bags; needs ``group_key``).
+
+        Parameters
+        ----------
+        adata
+            Instances to predict (same representation as at setup); default the training AnnData. Labels are
+            not needed.
+        level
+            ``"bag"`` or ``"compound"``.
+        batch_size
+            Bags per forward pass.
+
+        Returns
+        -------
+        DataFrame, rows = bags (or groups), columns = assays. Nothing is written into ``adata``.
+        """
+        if level not in ("bag", "compound"):
+            raise ValueError(f"`level` must be 'bag' or 'compound', got {level!r}.")
+        data, out = self._run(adata, batch_size)
+        pred = pd.DataFrame(out["prob"], index=pd.Index(data.bag_names, name=None), columns=self.assays)
+        if level == "compound":
+            if data.groups is None:
+                raise ValueError(
+                    "`level='compound'` needs `group_key` at setup_anndata (e.g. group_key='compound')."
+                )
+            pred = pred.groupby(data.groups, sort=False).mean()
+        return pred
+
+    def get_attention(self, adata: AnnData | None = None, *, batch_size: int = 256) -> np.ndarray:
+        """Attention of every instance for every assay: ndarray n_obs × n_assays; each bag's column sums to 1.
+
+        Rows follow ``adata.obs_names``. Nothing is written into ``adata``.
+        """
+        data, out = self._run(adata, batch_size)
+        return self._unsort(data, out["attention"])
+
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        *,
+        level: Literal["bag", "instance", "assay"] = "bag",
+        batch_size: int = 256,
+    ) -> np.ndarray:
+        """Learned representations.
+
+        Parameters
+        ----------
+        adata
+            Instances (default: the training AnnData).
+        level
+            ``"instance"``: the shared projection of every instance (n_obs × d, rows follow ``adata``);
+            ``"bag"``: the masked mean of the projected instances of each bag (n_bags × d, rows in order of first
+            appearance of the bags); ``"assay"``: each assay's attention-pooled bag embedding (n_bags × T × h).
+        batch_size
+            Bags per forward pass.
+        """
+        data, out = self._run(adata, batch_size)
+        if level == "instance":
+            return self._unsort(data, out["instance_embedding"])
+        if level == "bag":
+            return np.stack([e.mean(axis=0) for e in out["instance_embedding"]])
+        if level == "assay":
+            return out["bag_embedding"]
+        raise ValueError(f"`level` must be 'bag', 'instance' or 'assay', got {level!r}.")

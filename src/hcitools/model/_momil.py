@@ -1,0 +1,66 @@
+"""MoMIL: multi-task MIL with one attention head per assay (Nguyen et al., MICCAI; SPECS §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from anndata import AnnData
+
+from ..module import MoMILModule
+from ._mil_base import MILModelBase
+
+
+class MoMIL(MILModelBase):
+    """Multi-task multiple-instance learning: a shared projector, then one MIL head per assay.
+
+    Every instance (crop or cell) goes through a shared projector F_φ (D → ``n_hidden``, ReLU, dropout); each assay
+    has its own head (projector γ_t, attention β_t, classifier α_t) pooling the bag (well) into a probability. The
+    T heads run as one batched tensor operation. Training minimises the binary cross-entropy of the observed
+    (bag, assay) labels only, summed over assays. With one assay, MoMIL is the single-task model (STL).
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    head
+        ``"gated_abmil"`` (default), ``"abmil"`` or ``"dsmil"``.
+    n_hidden
+        Dimension of the shared projector.
+    n_head_hidden
+        Dimension of each assay head.
+    dropout
+        Dropout rate.
+    primary_assays
+        Assays whose mean validation AUROC drives early stopping and model selection (default: all).
+
+    Examples
+    --------
+    >>> import hcitools as ht
+    >>> adata = ht.datasets.synthetic_hci(n_compounds=60, n_assays=3, n_primary=2, n_features=8, seed=0)
+    >>> ht.model.MoMIL.setup_anndata(adata, bag_key="well", labels_key="assays", group_key="compound")
+    >>> model = ht.model.MoMIL(adata, n_hidden=16, n_head_hidden=8)
+    >>> model.train(max_epochs=2, warmup_epochs=0, enable_progress_bar=False)
+    >>> model.predict(level="compound").shape[1]
+    3
+    """
+
+    _module_cls = MoMILModule
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        head: Literal["gated_abmil", "abmil", "dsmil"] = "gated_abmil",
+        n_hidden: int = 128,
+        n_head_hidden: int = 64,
+        dropout: float = 0.5,
+        primary_assays: Sequence[str] | None = None,
+    ):
+        super().__init__(adata)
+        self._init_mil(
+            adata,
+            primary_assays,
+            {"head": head, "n_hidden": n_hidden, "n_head_hidden": n_head_hidden, "dropout": dropout},
+        )
+        self.init_params_ = self._get_init_params(locals())
