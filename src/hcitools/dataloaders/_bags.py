@@ -185,7 +185,7 @@ class BagDataSplitter(pl.LightningDataModule):
             if not 0 <= validation_size < 1:
                 raise ValueError(f"`validation_size` must be in [0, 1), got {validation_size}.")
             rng = np.random.default_rng(seed)
-            n_val = int(round(validation_size * data.n_bags))
+            n_val = round(float(validation_size) * data.n_bags)
             val = np.zeros(data.n_bags, bool)
             val[rng.choice(data.n_bags, size=n_val, replace=False)] = True
         self.train_idx = all_bags[~val]
