@@ -1,0 +1,119 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import hcitools as ht
+
+
+@pytest.fixture
+def small():
+    adata = ht.datasets.synthetic_hci(
+        n_compounds=80, n_assays=4, n_plates=3, n_primary=2, n_features=12, label_density=0.3, seed=1
+    )
+    ht.pp.normalize_plates(adata)
+    return adata
+
+
+def _train(model, **kw):
+    kw = {
+        "max_epochs": 3,
+        "warmup_epochs": 0,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "enable_progress_bar": False,
+        **kw,
+    }
+    model.train(**kw)
+    return model
+
+
+@pytest.mark.parametrize("cls", ["MoMIL", "MeanMLP", "MultiLabelMIL"])
+def test_api(small, cls, tmp_path):
+    Model = getattr(ht.model, cls)
+    Model.setup_anndata(small, bag_key="well", labels_key="assays", group_key="compound", batch_key="plate")
+    model = _train(Model(small, n_hidden=16, primary_assays=["assay_00", "assay_01"]))
+    bag = model.predict()
+    assert bag.shape == (small.obs["well"].nunique(), 4) and list(bag.columns) == list(
+        small.obsm["assays"].columns
+    )
+    assert ((bag >= 0) & (bag <= 1)).all().all()
+    cpd = model.predict(level="compound")
+    assert cpd.shape[0] == small.obs["compound"].nunique()
+    att = model.get_attention()
+    assert att.shape == (small.n_obs, 4)
+    sums = pd.DataFrame(att).groupby(small.obs["well"].to_numpy()).sum()
+    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-5)
+    assert model.get_latent_representation().shape[0] == bag.shape[0]
+    assert "train_loss" in model.history and "validation_mean_auroc" in model.history
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = Model.load(tmp_path / "m", adata=small)
+    pd.testing.assert_frame_equal(loaded.predict(), bag, atol=1e-6, rtol=1e-6)
+    assert "_scvi_batch" not in small.obs  # setup does not write into obs
+
+
+def test_reproducible_same_seed(small):
+    ht.model.MoMIL.setup_anndata(small, group_key="compound")
+    a = _train(ht.model.MoMIL(small, n_hidden=16), seed=3).predict()
+    b = _train(ht.model.MoMIL(small, n_hidden=16), seed=3).predict()
+    c = _train(ht.model.MoMIL(small, n_hidden=16), seed=4).predict()
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a.to_numpy(), c.to_numpy())
+
+
+def test_validation_from_column(small):
+    ht.pp.split_compounds(small, method="random", seed=0)
+    ht.model.MoMIL.setup_anndata(small, group_key="compound")
+    model = ht.model.MoMIL(small, n_hidden=16)
+    small.obs["fold"] = small.obs["fold"].astype(int)
+    _train(model, validation_key="fold", validation_values=[1])
+    val_bags = set(np.asarray(small.obs.loc[small.obs["fold"] == 1, "well"].astype(str)))
+    data = model._bag_data()
+    assert {data.bag_names[i] for i in model.validation_indices} == val_bags
+    with pytest.raises(ValueError, match="No bag"):
+        _train(model, validation_key="fold", validation_values=[9])
+
+
+def test_predict_new_unlabelled_data(small):
+    ht.model.MoMIL.setup_anndata(small)
+    model = _train(ht.model.MoMIL(small, n_hidden=16, head="dsmil"))
+    new = small[small.obs["plate"] == "plate0"].copy()
+    del new.obsm["assays"]
+    pred = model.predict(new)
+    ref = model.predict().loc[pred.index]
+    pd.testing.assert_frame_equal(pred, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_setup_errors(small):
+    lab = small.obsm["assays"].copy()
+    lab["assay_03"] = np.where(lab["assay_03"].notna(), 0.0, np.nan)
+    bad = small.copy()
+    bad.obsm["assays"] = lab
+    with pytest.raises(ValueError, match=r"single observed class: 'assay_03'"):
+        ht.model.MoMIL.setup_anndata(bad)
+    with pytest.raises(KeyError, match="bag_key"):
+        ht.model.MoMIL.setup_anndata(small, bag_key="bag")
+    with pytest.raises(ValueError, match="repeat across plates"):
+        ht.model.MoMIL.setup_anndata(small, bag_key="well_position", batch_key="plate")
+    nan = small.copy()
+    nan.X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ht.model.MoMIL.setup_anndata(nan)
+    ht.model.MoMIL.setup_anndata(small)
+    with pytest.raises(ValueError, match="primary_assays"):
+        ht.model.MoMIL(small, primary_assays=["nope"])
+    with pytest.raises(ValueError, match="head"):
+        ht.model.MoMIL(small, head="transformer")
+
+
+def test_deepprofiler_cells_as_instances(data_root):
+    """Real DeepProfiler single-cell embeddings (6400-d) as MIL instances: each site is a bag."""
+    cells = ht.datasets.deepprofiler_cells(data_root)
+    ht.pp.make_bag_key(cells, well_key="well", plate_key="fov", key_added="site_bag")
+    labels = (cells.obs["fov"] == "5").astype(float).to_numpy()
+    cells.obsm["assays"] = pd.DataFrame({"site5": labels}, index=cells.obs_names)
+    # split each site into bags of 10 cells so that there are enough bags
+    cells.obs["bag"] = cells.obs["site_bag"].astype(str) + "_" + (np.arange(cells.n_obs) // 10).astype(str)
+    ht.model.MoMIL.setup_anndata(cells, bag_key="bag")
+    model = ht.model.MoMIL(cells, n_hidden=16, n_head_hidden=8)
+    model.train(max_epochs=2, warmup_epochs=0, batch_size=8, enable_progress_bar=False)
+    assert model.get_attention().shape == (cells.n_obs, 1)

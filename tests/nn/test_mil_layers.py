@@ -1,0 +1,110 @@
+"""Property tests of ragged-bag batching: permutation, padding, batch-vs-single, zero attention on padding."""
+
+import numpy as np
+import pytest
+import torch
+
+from hcitools.dataloaders import BagCollator, BagData
+from hcitools.module import MeanMLPModule, MoMILModule, MultiLabelMILModule
+
+HEADS = ["gated_abmil", "abmil", "dsmil"]
+
+
+def _module(kind, n_input=6, n_tasks=4):
+    torch.manual_seed(0)
+    if kind in HEADS:
+        m = MoMILModule(n_input, n_tasks, head=kind, n_hidden=8, n_head_hidden=5, dropout=0.0)
+    elif kind == "mean_mlp":
+        m = MeanMLPModule(n_input, n_tasks, n_hidden=8, dropout=0.0)
+    else:
+        m = MultiLabelMILModule(n_input, n_tasks, n_hidden=8, n_head_hidden=5, dropout=0.0)
+    return m.eval()
+
+
+def _bags(sizes=(3, 7, 1, 5), n_input=6, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(sum(sizes), n_input)).astype(np.float32)
+    bags = np.repeat([f"b{i}" for i in range(len(sizes))], sizes)
+    perm = rng.permutation(len(X))  # instances of a bag need not be contiguous in the AnnData
+    return BagData.from_arrays(X[perm], bags[perm], None, 4)
+
+
+ALL = [*HEADS, "mean_mlp", "multilabel_mil"]
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_batch_equals_one_bag_at_a_time_and_padding(kind):
+    m, data = _module(kind), _bags()
+    collate = BagCollator(data)
+    batch = collate(list(range(data.n_bags)))
+    with torch.no_grad():
+        together = m.inference(batch["X"], batch["mask"])
+        for b in range(data.n_bags):
+            single = collate([b])
+            alone = m.inference(single["X"], single["mask"])
+            torch.testing.assert_close(together["logits"][b], alone["logits"][0], atol=1e-5, rtol=1e-5)
+            n = int(data.sizes[b])
+            torch.testing.assert_close(
+                together["attention"][b, :, :n], alone["attention"][0], atol=1e-5, rtol=1e-5
+            )
+    # zero attention on padding; each bag's attention sums to 1 per task
+    att = together["attention"]
+    assert torch.all(att[~batch["mask"][:, None, :].expand_as(att)] == 0)
+    torch.testing.assert_close(att.sum(-1), torch.ones_like(att.sum(-1)))
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_permutation_invariance(kind):
+    m = _module(kind)
+    x = torch.randn(1, 9, 6)
+    mask = torch.ones(1, 9, dtype=torch.bool)
+    perm = torch.randperm(9)
+    with torch.no_grad():
+        a = m.inference(x, mask)
+        b = m.inference(x[:, perm], mask)
+    torch.testing.assert_close(a["logits"], b["logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a["attention"][..., perm], b["attention"], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_padding_values_do_not_matter(kind):
+    m = _module(kind)
+    x = torch.randn(2, 6, 6)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    x2 = x.clone()
+    x2[0, 3:] = 1e3  # garbage in padding
+    with torch.no_grad():
+        a, b = m.inference(x, mask), m.inference(x2, mask)
+        c = m.inference(x[:1, :3], mask[:1, :3])  # no padding at all
+    torch.testing.assert_close(a["logits"], b["logits"])
+    torch.testing.assert_close(a["logits"][:1], c["logits"], atol=1e-5, rtol=1e-5)
+
+
+def test_heads_are_batched_not_looped():
+    """200 assays are one set of T × d × h weights, not 200 modules."""
+    m = MoMILModule(16, 200, n_hidden=8, n_head_hidden=4)
+    assert len(list(m.heads.children())) < 10
+    assert m.heads.project.weight.shape == (200, 8, 4)
+
+
+def test_collator_subsampling_never_duplicates():
+    data = _bags(sizes=(20, 3))
+    collate = BagCollator(data, max_instances=5, seed=1)
+    big = int(np.argmax(data.sizes))
+    batch = collate([big, 1 - big])
+    assert batch["mask"].sum(1).tolist() == [5, 3]
+    rows = batch["X"][0][batch["mask"][0]]
+    assert len(torch.unique(rows, dim=0)) == 5
+    full = data.X[data.starts[big] : data.starts[big] + 20]
+    assert all((full == r).all(1).any() for r in rows)
+
+
+def test_masked_bce_ignores_unobserved():
+    from hcitools.module._mil import masked_bce
+
+    logits = torch.tensor([[2.0, 0.0], [-1.0, 5.0]])
+    labels = torch.tensor([[1.0, float("nan")], [0.0, float("nan")]])
+    loss, per_task = masked_bce(logits, labels)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels[:, 0])
+    torch.testing.assert_close(loss, expected)
+    assert per_task[1] == 0
