@@ -219,6 +219,7 @@ def normalize_plates(
     epsilon: float = 1e-6,
     rep_key: str | None = None,
     key_added: str | None = None,
+    overwrite: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
     """Normalise every plate against its own negative-control instances (DMSO).
@@ -247,7 +248,10 @@ def normalize_plates(
         obsm key of the features; ``None`` uses ``X``.
     key_added
         ``None`` replaces the input features (``X`` or ``obsm[rep_key]``) by their normalised values; a name writes
-        them to ``obsm[key_added]`` instead and leaves the input untouched (an existing key is never overwritten).
+        them to ``obsm[key_added]`` instead and leaves the input untouched.
+    overwrite
+        Allow replacing existing result fields (``obsm[key_added]``, ``uns["normalize_plates"]``); without it an
+        existing field raises an error, so normalising twice by accident is caught.
     copy
         Return a normalised copy instead of modifying ``adata``.
 
@@ -279,9 +283,9 @@ def normalize_plates(
     X = get_rep(adata, rep_key=rep_key)
     is_control = check_controls(adata, control_key, control_value, plate_key)
     out_key = key_added if key_added is not None else rep_key
-    check_free_keys(adata, {"obsm": key_added, "uns": "normalize_plates"})
+    check_free_keys(adata, {"obsm": key_added, "uns": "normalize_plates"}, overwrite=overwrite)
     if out_key is None:
-        check_free_keys(adata, {"var": "normalize_plates_degenerate"})
+        check_free_keys(adata, {"var": "normalize_plates_degenerate"}, overwrite=overwrite)
     normalizer = PlateNormalizer(method, mad_scale=mad_scale, epsilon=epsilon)
     plates = adata.obs[plate_key].to_numpy()
     dtype = np.float64 if X.dtype == np.float64 else np.float32

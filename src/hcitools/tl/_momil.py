@@ -1,0 +1,193 @@
+"""``ht.tl.momil``: cross-validated MIL models over compound folds, written into the AnnData."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._constants import HCI_KEYS
+from .._utils import check_free_keys, log_written, logger
+from .._validate import check_anndata, check_labels, check_obs_keys, validate_hci
+from ._evaluate import evaluate_assays
+
+METHODS = ("momil", "stl", "mean_mlp", "multilabel_mil")
+
+
+def _model_class(method: str):
+    import hcitools as ht
+
+    return {"momil": ht.model.MoMIL, "stl": ht.model.MoMIL, "mean_mlp": ht.model.MeanMLP, "multilabel_mil": ht.model.MultiLabelMIL}[method]
+
+
+def bag_size_baseline(adata: AnnData, *, bag_key: str = HCI_KEYS.WELL, group_key: str = HCI_KEYS.COMPOUND) -> pd.Series:
+    """Baseline score per compound: the mean number of instances (crops or cells) in its bags.
+
+    Toxic or cytostatic compounds leave fewer cells, so cell count alone predicts some assays; a model should
+    beat it. Returns a Series indexed by compound.
+    """
+    sizes = adata.obs.groupby(adata.obs[bag_key].astype(str).to_numpy()).size()
+    group = adata.obs[group_key].astype(str).groupby(adata.obs[bag_key].astype(str).to_numpy()).first()
+    return sizes.groupby(group.loc[sizes.index].to_numpy()).mean()
+
+
+def _fit_predict(method, train: AnnData, test: AnnData, *, setup: dict, model_kwargs: dict, train_kwargs: dict, val_fold: int, fold_key: str, assays: list[str], primary: list[str] | None):
+    """Train on ``train`` (validation = fold ``val_fold``), return (bag predictions, attention) on ``test``."""
+    Model = _model_class(method)
+    if method != "stl":
+        Model.setup_anndata(train, **setup)
+        model = Model(train, primary_assays=primary, **model_kwargs)
+        model.train(validation_key=fold_key, validation_values=[val_fold], **train_kwargs)
+        return model.predict(test), model.get_attention(test)
+    preds, atts = [], []
+    for assay in assays:  # single-task learning: one MoMIL per assay
+        sub = train.copy()
+        lab = sub.obsm[setup["labels_key"]][[assay]]
+        sub.obsm[setup["labels_key"]] = lab
+        has = lab[assay].groupby(sub.obs[setup["bag_key"]].to_numpy()).first()
+        if has.nunique() < 2:
+            preds.append(pd.Series(np.nan, index=pd.unique(test.obs[setup["bag_key"]].astype(str)), name=assay))
+            atts.append(np.full((test.n_obs, 1), np.nan))
+            continue
+        Model.setup_anndata(sub, **setup)
+        model = Model(sub, **model_kwargs)
+        model.train(validation_key=fold_key, validation_values=[val_fold], **train_kwargs)
+        t = test.copy()
+        if setup["labels_key"] in t.obsm:
+            del t.obsm[setup["labels_key"]]
+        preds.append(model.predict(t)[assay])
+        atts.append(model.get_attention(t))
+    return pd.concat(preds, axis=1), np.hstack(atts)
+
+
+def momil(
+    adata: AnnData,
+    *,
+    fold_key: str = HCI_KEYS.FOLD,
+    bag_key: str = HCI_KEYS.WELL,
+    labels_key: str = HCI_KEYS.ASSAYS,
+    group_key: str = HCI_KEYS.COMPOUND,
+    method: Literal["momil", "stl", "mean_mlp", "multilabel_mil"] = "momil",
+    key_added: str = "momil",
+    seed: int = 0,
+    rep_key: str | None = None,
+    batch_key: str | None = None,
+    primary_assays: Sequence[str] | None = None,
+    train_kwargs: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    copy: bool = False,
+    **model_kwargs,
+) -> AnnData | None:
+    """Cross-validate a MIL model over compound folds (3-1-1 rotations) and write test predictions.
+
+    For each rotation of :func:`hcitools.pp.fold_rotations` (test fold *i*, validation fold *i + 1*, training on
+    the other three), the model is trained on the training folds with early stopping and model selection on the
+    validation fold, then predicts the bags of the test fold; bag probabilities are averaged per compound. Every
+    compound is predicted once, by the model that never saw it. Instances with a negative fold (e.g. DMSO from
+    :func:`hcitools.pp.split_compounds`) are not used.
+
+    Parameters
+    ----------
+    adata
+        Instances with folds in ``obs[fold_key]`` and labels in ``obsm[labels_key]``.
+    fold_key
+        obs column of integer folds 0 … K−1 (constant within compounds).
+    bag_key, labels_key, group_key, rep_key, batch_key
+        As in :meth:`hcitools.model.MoMIL.setup_anndata`.
+    method
+        ``"momil"`` (multi-task), ``"stl"`` (one MoMIL per assay), ``"mean_mlp"`` or ``"multilabel_mil"``.
+    key_added
+        Where to write results (see Returns).
+    seed
+        Seed of every model.
+    primary_assays
+        Assays for model selection (default: all).
+    train_kwargs
+        Passed to ``model.train`` (e.g. ``{"max_epochs": 50, "lr": 1e-3}``).
+    overwrite
+        Replace existing result keys.
+    copy
+        Return a copy with the results instead of writing into ``adata``.
+    **model_kwargs
+        Passed to the model (e.g. ``head="dsmil"``, ``n_hidden=64``).
+
+    Returns
+    -------
+    ``None``, or a copy when ``copy=True``. Writes:
+
+    - ``uns[key_added]``: ``predictions`` (compounds × assays, test-fold probabilities), ``evaluation`` (per-assay
+      AUROC / AUPRC / counts from :func:`evaluate_assays`, for the model and for the bag-size baseline, column
+      ``method``), ``params``;
+    - ``obsm[f"{key_added}_attention"]``: n_obs × n_assays attention of each instance in its test fold (NaN for
+      unused instances).
+    """
+    check_anndata(adata)
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    validate_hci(adata, plate_key=batch_key, bag_key=bag_key, compound_key=group_key, rep_key=rep_key, labels_key=labels_key)
+    check_obs_keys(adata, {"fold_key": fold_key})
+    labels = check_labels(adata, labels_key, bag_key)
+    att_key = f"{key_added}_attention"
+    check_free_keys(adata, {"uns": key_added, "obsm": att_key}, overwrite=overwrite)
+    folds = adata.obs[fold_key].to_numpy()
+    if not np.issubdtype(folds.dtype, np.integer):
+        raise TypeError(f"adata.obs[{fold_key!r}] must hold integer folds (from `ht.pp.split_compounds`).")
+    from ..pp import check_folds, fold_rotations
+
+    check_folds(adata, compound_key=group_key, fold_key=fold_key)
+    n_folds = int(folds.max()) + 1
+    assays = [str(c) for c in labels.columns]
+    setup = {"bag_key": bag_key, "labels_key": labels_key, "rep_key": rep_key, "batch_key": batch_key, "group_key": group_key}
+    train_kwargs = {"seed": seed, **(train_kwargs or {})}
+    bag_pred, attention = [], np.full((adata.n_obs, len(assays)), np.nan, dtype=np.float32)
+    quiet = logging.getLogger("scvi")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        for rot in fold_rotations(n_folds):
+            logger.info(f"{method}: test fold {rot.test}, validation fold {rot.validation}, training folds {list(rot.train)}")
+            train_mask = np.isin(folds, [*rot.train, rot.validation])
+            test_mask = folds == rot.test
+            pred, att = _fit_predict(
+                method, adata[train_mask].copy(), adata[test_mask].copy(), setup=setup, model_kwargs=model_kwargs,
+                train_kwargs=train_kwargs, val_fold=rot.validation, fold_key=fold_key, assays=assays, primary=list(primary_assays) if primary_assays else None,
+            )  # fmt: skip
+            bag_pred.append(pred)
+            attention[test_mask] = att
+    finally:
+        quiet.setLevel(level)
+    bag_pred = pd.concat(bag_pred)
+    bags = adata.obs[bag_key].astype(str)
+    bag_group = adata.obs[group_key].astype(str).groupby(bags.to_numpy()).first()
+    predictions = bag_pred.groupby(bag_group.loc[bag_pred.index].to_numpy()).mean()
+    cpd_labels = labels.groupby(adata.obs[group_key].astype(str).to_numpy()).first().loc[predictions.index]
+    size = bag_size_baseline(adata, bag_key=bag_key, group_key=group_key).loc[predictions.index]
+    baseline = pd.DataFrame({a: size.to_numpy() for a in assays}, index=predictions.index)
+    evaluation = pd.concat(
+        [
+            evaluate_assays(predictions, cpd_labels).assign(method=method),
+            evaluate_assays(baseline, cpd_labels).assign(method="bag_size"),
+        ]
+    )
+    evaluation.index.name = "assay"
+    evaluation = evaluation.reset_index()
+    target = adata.copy() if copy else adata
+    target.uns[key_added] = {
+        "predictions": predictions,
+        "evaluation": evaluation,
+        "params": {
+            "method": method, "fold_key": fold_key, "bag_key": bag_key, "labels_key": labels_key, "group_key": group_key,
+            "seed": seed, "n_folds": n_folds, "primary_assays": list(primary_assays or []),
+            "model_kwargs": {k: v for k, v in model_kwargs.items() if isinstance(v, (int, float, str, bool))},
+            "train_kwargs": {k: v for k, v in train_kwargs.items() if isinstance(v, (int, float, str, bool))},
+        },
+    }  # fmt: skip
+    target.obsm[att_key] = pd.DataFrame(attention, index=adata.obs_names, columns=assays)
+    mean = evaluation[evaluation["assay"] == "macro mean"].set_index("method")["auroc"]
+    logger.info(f"{method}: macro-mean compound AUROC {mean.get(method, np.nan):.3f} (bag-size baseline {mean.get('bag_size', np.nan):.3f})")
+    log_written("adata", [f"uns[{key_added!r}]", f"obsm[{att_key!r}]"])
+    return target if copy else None
