@@ -13,7 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the pipeline on a simulated screen and print per-assay AUROC")
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    demo.add_argument("--n-compounds", type=int, default=None, help="compounds to simulate (default: 400)")
+    demo.add_argument("--n-compounds", type=int, default=None, help="compounds to simulate (default: 500)")
+    demo.add_argument("--n-plates", type=int, default=None, help="plates (default: 5)")
+    demo.add_argument("--max-epochs", type=int, default=None, help="maximum training epochs (default: 60)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         import matplotlib
@@ -21,8 +23,17 @@ def main(argv: list[str] | None = None) -> int:
         matplotlib.use("Agg")
         from ._demo import run_demo
 
-        kwargs = {} if args.n_compounds is None else {"n_compounds": args.n_compounds}
-        run_demo(args.out, seed=args.seed, **kwargs)
+        kwargs = {
+            k: v
+            for k, v in {"n_compounds": args.n_compounds, "n_plates": args.n_plates}.items()
+            if v is not None
+        }
+        train = (
+            {}
+            if args.max_epochs is None
+            else {"max_epochs": args.max_epochs, "warmup_epochs": min(20, args.max_epochs)}
+        )
+        run_demo(args.out, seed=args.seed, train_kwargs=train, **kwargs)
     return 0
 
 

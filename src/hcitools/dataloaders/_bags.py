@@ -147,6 +147,8 @@ def bag_loader(
 class BagDataSplitter(pl.LightningDataModule):
     """Split bags (never instances) into training and validation sets and serve them as whole-bag batches.
 
+    Bags without any observed label carry no loss and no validation signal; they are left out of both sets.
+
     Parameters
     ----------
     data
@@ -188,11 +190,13 @@ class BagDataSplitter(pl.LightningDataModule):
             n_val = round(float(validation_size) * data.n_bags)
             val = np.zeros(data.n_bags, bool)
             val[rng.choice(data.n_bags, size=n_val, replace=False)] = True
-        self.train_idx = all_bags[~val]
-        self.val_idx = all_bags[val]
+        # Bags without any observed label add nothing to the loss or to AUROC: leave them out of the batches.
+        labelled = ~torch.isnan(data.labels).all(dim=1).numpy()
+        self.train_idx = all_bags[~val & labelled]
+        self.val_idx = all_bags[val & labelled]
         self.test_idx = np.array([], dtype=np.int64)
         if len(self.train_idx) == 0:
-            raise ValueError("No training bags left after the validation split.")
+            raise ValueError("No labelled training bags left after the validation split.")
         self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
 
     def train_dataloader(self) -> DataLoader:

@@ -343,7 +343,10 @@ class MILModelBase(BaseModelClass):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
             runner()
+        if isinstance(self.history_, dict):
+            self.history_ = {k: v.apply(pd.to_numeric, errors="coerce") for k, v in self.history_.items()}
         self.best_epoch = best.best_epoch
         self.train_params_ = {
             "max_epochs": max_epochs,

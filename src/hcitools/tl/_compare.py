@@ -83,4 +83,6 @@ def compare_methods(
         deltas = np.asarray(deltas)
         p = float((deltas <= 0).mean()) if len(deltas) else np.nan
         rows[assay] = (auc_a, auc_b, auc_a - auc_b, p, len(deltas), n_pos, n_neg)
-    return pd.DataFrame.from_dict(rows, orient="index", columns=["auroc_a", "auroc_b", "delta", "p_value", "n_boot", "n_pos", "n_neg"])
+    return pd.DataFrame.from_dict(
+        rows, orient="index", columns=["auroc_a", "auroc_b", "delta", "p_value", "n_boot", "n_pos", "n_neg"]
+    )

@@ -21,10 +21,17 @@ METHODS = ("momil", "stl", "mean_mlp", "multilabel_mil")
 def _model_class(method: str):
     import hcitools as ht
 
-    return {"momil": ht.model.MoMIL, "stl": ht.model.MoMIL, "mean_mlp": ht.model.MeanMLP, "multilabel_mil": ht.model.MultiLabelMIL}[method]
+    return {
+        "momil": ht.model.MoMIL,
+        "stl": ht.model.MoMIL,
+        "mean_mlp": ht.model.MeanMLP,
+        "multilabel_mil": ht.model.MultiLabelMIL,
+    }[method]
 
 
-def bag_size_baseline(adata: AnnData, *, bag_key: str = HCI_KEYS.WELL, group_key: str = HCI_KEYS.COMPOUND) -> pd.Series:
+def bag_size_baseline(
+    adata: AnnData, *, bag_key: str = HCI_KEYS.WELL, group_key: str = HCI_KEYS.COMPOUND
+) -> pd.Series:
     """Baseline score per compound: the mean number of instances (crops or cells) in its bags.
 
     Toxic or cytostatic compounds leave fewer cells, so cell count alone predicts some assays; a model should
@@ -35,22 +42,48 @@ def bag_size_baseline(adata: AnnData, *, bag_key: str = HCI_KEYS.WELL, group_key
     return sizes.groupby(group.loc[sizes.index].to_numpy()).mean()
 
 
-def _fit_predict(method, train: AnnData, test: AnnData, *, setup: dict, model_kwargs: dict, train_kwargs: dict, val_fold: int, fold_key: str, assays: list[str], primary: list[str] | None):
+def _fit_predict(
+    method,
+    train: AnnData,
+    test: AnnData,
+    *,
+    setup: dict,
+    model_kwargs: dict,
+    train_kwargs: dict,
+    val_fold: int,
+    fold_key: str,
+    assays: list[str],
+    primary: list[str] | None,
+):
     """Train on ``train`` (validation = fold ``val_fold``), return (bag predictions, attention) on ``test``."""
     Model = _model_class(method)
     if method != "stl":
+        lab = train.obsm[setup["labels_key"]]
+        per_bag = lab.groupby(train.obs[setup["bag_key"]].astype(str).to_numpy()).first()
+        ok = [a for a in assays if (per_bag[a] == 1).any() and (per_bag[a] == 0).any()]
+        if len(ok) < len(assays):
+            logger.warning(
+                f"fold {val_fold}: assays {sorted(set(assays) - set(ok))} have a single class in training; not predicted"
+            )
+            train.obsm[setup["labels_key"]] = lab[ok]
+            test = test.copy()
+            test.obsm.pop(setup["labels_key"], None)
+        primary_ok = [a for a in primary if a in ok] if primary else None
         Model.setup_anndata(train, **setup)
-        model = Model(train, primary_assays=primary, **model_kwargs)
+        model = Model(train, primary_assays=primary_ok or None, **model_kwargs)
         model.train(validation_key=fold_key, validation_values=[val_fold], **train_kwargs)
-        return model.predict(test), model.get_attention(test)
+        att = pd.DataFrame(model.get_attention(test), columns=ok).reindex(columns=assays)
+        return model.predict(test).reindex(columns=assays), att.to_numpy()
     preds, atts = [], []
-    for assay in assays:  # single-task learning: one MoMIL per assay
+    for assay in primary or assays:  # single-task learning: one MoMIL per (primary) assay
         sub = train.copy()
         lab = sub.obsm[setup["labels_key"]][[assay]]
         sub.obsm[setup["labels_key"]] = lab
         has = lab[assay].groupby(sub.obs[setup["bag_key"]].to_numpy()).first()
         if has.nunique() < 2:
-            preds.append(pd.Series(np.nan, index=pd.unique(test.obs[setup["bag_key"]].astype(str)), name=assay))
+            preds.append(
+                pd.Series(np.nan, index=pd.unique(test.obs[setup["bag_key"]].astype(str)), name=assay)
+            )
             atts.append(np.full((test.n_obs, 1), np.nan))
             continue
         Model.setup_anndata(sub, **setup)
@@ -99,7 +132,8 @@ def momil(
     bag_key, labels_key, group_key, rep_key, batch_key
         As in :meth:`hcitools.model.MoMIL.setup_anndata`.
     method
-        ``"momil"`` (multi-task), ``"stl"`` (one MoMIL per assay), ``"mean_mlp"`` or ``"multilabel_mil"``.
+        ``"momil"`` (multi-task), ``"stl"`` (one single-assay MoMIL per primary assay, or per assay when
+        ``primary_assays`` is None), ``"mean_mlp"`` or ``"multilabel_mil"``.
     key_added
         Where to write results (see Returns).
     seed
@@ -128,7 +162,14 @@ def momil(
     check_anndata(adata)
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    validate_hci(adata, plate_key=batch_key, bag_key=bag_key, compound_key=group_key, rep_key=rep_key, labels_key=labels_key)
+    validate_hci(
+        adata,
+        plate_key=batch_key,
+        bag_key=bag_key,
+        compound_key=group_key,
+        rep_key=rep_key,
+        labels_key=labels_key,
+    )
     check_obs_keys(adata, {"fold_key": fold_key})
     labels = check_labels(adata, labels_key, bag_key)
     att_key = f"{key_added}_attention"
@@ -141,15 +182,25 @@ def momil(
     check_folds(adata, compound_key=group_key, fold_key=fold_key)
     n_folds = int(folds.max()) + 1
     assays = [str(c) for c in labels.columns]
-    setup = {"bag_key": bag_key, "labels_key": labels_key, "rep_key": rep_key, "batch_key": batch_key, "group_key": group_key}
+    out_assays = [str(a) for a in primary_assays] if (method == "stl" and primary_assays) else assays
+    setup = {
+        "bag_key": bag_key,
+        "labels_key": labels_key,
+        "rep_key": rep_key,
+        "batch_key": batch_key,
+        "group_key": group_key,
+    }
     train_kwargs = {"seed": seed, **(train_kwargs or {})}
-    bag_pred, attention = [], np.full((adata.n_obs, len(assays)), np.nan, dtype=np.float32)
-    quiet = logging.getLogger("scvi")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)
+    bag_pred, attention = [], np.full((adata.n_obs, len(out_assays)), np.nan, dtype=np.float32)
+    quiet = [logging.getLogger(n) for n in ("scvi", "lightning.pytorch", "lightning.fabric")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
     try:
         for rot in fold_rotations(n_folds):
-            logger.info(f"{method}: test fold {rot.test}, validation fold {rot.validation}, training folds {list(rot.train)}")
+            logger.info(
+                f"{method}: test fold {rot.test}, validation fold {rot.validation}, training folds {list(rot.train)}"
+            )
             train_mask = np.isin(folds, [*rot.train, rot.validation])
             test_mask = folds == rot.test
             pred, att = _fit_predict(
@@ -159,14 +210,15 @@ def momil(
             bag_pred.append(pred)
             attention[test_mask] = att
     finally:
-        quiet.setLevel(level)
+        for q, lvl in zip(quiet, levels, strict=True):
+            q.setLevel(lvl)
     bag_pred = pd.concat(bag_pred)
     bags = adata.obs[bag_key].astype(str)
     bag_group = adata.obs[group_key].astype(str).groupby(bags.to_numpy()).first()
     predictions = bag_pred.groupby(bag_group.loc[bag_pred.index].to_numpy()).mean()
     cpd_labels = labels.groupby(adata.obs[group_key].astype(str).to_numpy()).first().loc[predictions.index]
     size = bag_size_baseline(adata, bag_key=bag_key, group_key=group_key).loc[predictions.index]
-    baseline = pd.DataFrame({a: size.to_numpy() for a in assays}, index=predictions.index)
+    baseline = pd.DataFrame({a: size.to_numpy() for a in out_assays}, index=predictions.index)
     evaluation = pd.concat(
         [
             evaluate_assays(predictions, cpd_labels).assign(method=method),
@@ -186,8 +238,10 @@ def momil(
             "train_kwargs": {k: v for k, v in train_kwargs.items() if isinstance(v, (int, float, str, bool))},
         },
     }  # fmt: skip
-    target.obsm[att_key] = pd.DataFrame(attention, index=adata.obs_names, columns=assays)
+    target.obsm[att_key] = pd.DataFrame(attention, index=adata.obs_names, columns=out_assays)
     mean = evaluation[evaluation["assay"] == "macro mean"].set_index("method")["auroc"]
-    logger.info(f"{method}: macro-mean compound AUROC {mean.get(method, np.nan):.3f} (bag-size baseline {mean.get('bag_size', np.nan):.3f})")
+    logger.info(
+        f"{method}: macro-mean compound AUROC {mean.get(method, np.nan):.3f} (bag-size baseline {mean.get('bag_size', np.nan):.3f})"
+    )
     log_written("adata", [f"uns[{key_added!r}]", f"obsm[{att_key!r}]"])
     return target if copy else None

@@ -1,0 +1,76 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import hcitools as ht
+
+TRAIN = {"max_epochs": 3, "warmup_epochs": 0, "batch_size": 32, "lr": 1e-3, "enable_progress_bar": False}
+
+
+@pytest.fixture
+def screen_folds():
+    adata = ht.datasets.synthetic_hci(
+        n_compounds=100, n_assays=4, n_plates=3, n_primary=2, n_features=12, label_density=0.3, seed=2
+    )
+    ht.pp.normalize_plates(adata)
+    ht.pp.split_compounds(adata, method="group", group_key="scaffold", seed=0)
+    return adata
+
+
+@pytest.mark.parametrize("method", ["momil", "mean_mlp", "multilabel_mil"])
+def test_tl_momil_writes_results(screen_folds, method):
+    adata = screen_folds
+    ht.tl.momil(adata, method=method, key_added="res", train_kwargs=TRAIN, n_hidden=8)
+    res = adata.uns["res"]
+    treated = adata.obs.loc[adata.obs["fold"] >= 0, "compound"].astype(str).unique()
+    assert set(res["predictions"].index) == set(treated)  # every compound predicted once, out of fold
+    ev = res["evaluation"]
+    assert set(ev["method"]) == {method, "bag_size"}
+    assert {"auroc", "auprc", "n_pos", "n_neg"} <= set(ev.columns)
+    att = adata.obsm["res_attention"]
+    used = (adata.obs["fold"] >= 0).to_numpy()
+    assert att[~used].isna().all().all() and att[used].notna().all().all()
+    sums = att[used].groupby(adata.obs.loc[used, "well"].astype(str).to_numpy()).sum()
+    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-5)
+    assert res["params"]["method"] == method
+
+
+def test_tl_momil_stl_primary_only(screen_folds):
+    ht.tl.momil(
+        screen_folds, method="stl", primary_assays=["assay_00", "assay_01"], train_kwargs=TRAIN, n_hidden=8
+    )
+    assert list(screen_folds.uns["momil"]["predictions"].columns) == ["assay_00", "assay_01"]
+
+
+def test_tl_momil_copy_and_errors(screen_folds):
+    before = screen_folds.copy()
+    out = ht.tl.momil(screen_folds, copy=True, train_kwargs=TRAIN, n_hidden=8)
+    assert "momil" in out.uns and "momil" not in screen_folds.uns
+    with pytest.raises(ValueError, match="method"):
+        ht.tl.momil(screen_folds, method="svm")
+    with pytest.raises(KeyError, match="fold_key"):
+        ht.tl.momil(screen_folds, fold_key="split")
+    screen_folds.uns["momil"] = {}
+    with pytest.raises(ValueError, match="exists already"):
+        ht.tl.momil(screen_folds, train_kwargs=TRAIN)
+    del screen_folds.uns["momil"]
+    assert set(screen_folds.obsm.keys()) == set(before.obsm.keys())
+    pd.testing.assert_frame_equal(screen_folds.obs, before.obs)
+
+
+def test_compare_methods():
+    rng = np.random.default_rng(0)
+    idx = [f"c{i}" for i in range(80)]
+    y = pd.DataFrame(
+        {"a": rng.integers(0, 2, 80).astype(float), "b": rng.integers(0, 2, 80).astype(float)}, index=idx
+    )
+    good = y + rng.normal(0, 0.4, y.shape)
+    noise = pd.DataFrame(rng.random(y.shape), index=idx, columns=["a", "b"])
+    res = ht.tl.compare_methods(good, noise, y, n_boot=300, seed=0)
+    assert (res["p_value"] < 0.01).all() and (res["delta"] > 0).all()
+    same = ht.tl.compare_methods(noise, noise, y, n_boot=100)
+    assert (same["p_value"] == 1.0).all()
+    rev = ht.tl.compare_methods(noise, good, y, n_boot=300)
+    assert (rev["p_value"] > 0.95).all()
+    again = ht.tl.compare_methods(good, noise, y, n_boot=300, seed=0)
+    pd.testing.assert_frame_equal(res, again)
