@@ -94,7 +94,7 @@ class MoMILModule(MILModuleBase):
     n_head_hidden
         Per-assay head dimension h.
     dropout
-        Dropout after the projector and in the heads.
+        Dropout after the shared projector.
     """
 
     def __init__(
@@ -114,7 +114,7 @@ class MoMILModule(MILModuleBase):
                 n_tasks, n_hidden, n_head_hidden, gated=head == "gated_abmil", dropout=dropout
             )
         elif head == "dsmil":
-            self.heads = MultiTaskDSMILHeads(n_tasks, n_hidden, n_head_hidden, dropout=dropout)
+            self.heads = MultiTaskDSMILHeads(n_tasks, n_hidden, n_head_hidden)
         else:
             raise ValueError(f"`head` must be 'gated_abmil', 'abmil' or 'dsmil', got {head!r}.")
 
@@ -159,7 +159,7 @@ class MultiLabelMILModule(MILModuleBase):
     ):
         super().__init__(n_tasks)
         self.projector = _projector(n_input, n_hidden, dropout)
-        self.attention = MultiTaskAttentionHeads(1, n_hidden, n_head_hidden, gated=True, dropout=dropout)
+        self.attention = MultiTaskAttentionHeads(1, n_hidden, n_head_hidden, gated=True)
         self.classifier = nn.Linear(n_head_hidden, n_tasks)
 
     def pool(self, x, mask):

@@ -30,10 +30,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class TaskLinear(nn.Module):
-    """T independent linear maps applied in one einsum.
+    """T independent linear maps applied as one matrix product.
 
-    Input B × N × in (shared by all tasks) or B × T × N × in (task-specific); output B × T × N × out.
-    Each task's weights are initialised like :class:`torch.nn.Linear`.
+    Tensors are task-major: a shared input B × N × in (or M × in) gives T × B × N × out through a single GEMM
+    against the weights laid out in × (T · out); a task-specific input T × B × N × in gives T × B × N × out
+    through one batched matmul (``torch.bmm``) over tasks. Each task's weights are initialised like
+    :class:`torch.nn.Linear`.
     """
 
     def __init__(self, n_tasks: int, n_in: int, n_out: int, bias: bool = True):
@@ -48,22 +50,45 @@ class TaskLinear(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = (
-            torch.einsum("bni,tio->btno", x, self.weight)
-            if x.dim() == 3
-            else torch.einsum("btni,tio->btno", x, self.weight)
-        )
-        if self.bias is not None:
-            out = out + self.bias[None, :, None, :]
-        return out
+    def forward(self, x: torch.Tensor, shared: bool = False, tasks: slice = slice(None)) -> torch.Tensor:
+        """Apply the maps of ``tasks`` (default all) to ``x``; ``shared=True`` when ``x`` has no task axis."""
+        weight = self.weight[tasks]
+        bias = self.bias[tasks] if self.bias is not None else None
+        T, n_in, n_out = weight.shape
+        if shared:  # x: ... × in, the same for all tasks
+            lead = x.shape[:-1]
+            flat = x.reshape(-1, n_in) @ weight.permute(1, 0, 2).reshape(n_in, T * n_out)
+            if bias is not None:
+                flat = flat + bias.reshape(1, T * n_out)
+            return flat.reshape(-1, T, n_out).transpose(0, 1).reshape(T, *lead, n_out)
+        lead = x.shape[1:-1]  # x: T × ... × in
+        out = torch.bmm(x.reshape(T, -1, n_in), weight)
+        if bias is not None:
+            out = out + bias[:, None, :]
+        return out.reshape(T, *lead, n_out)
+
+
+#: Largest task-block activation (elements) computed at once. Blocks of tasks keep every intermediate tensor
+#: small enough for the allocator to reuse memory: on CPU, tensors of hundreds of MB are mapped and zeroed
+#: afresh on every step, which costs more than the arithmetic.
+TASK_BLOCK_ELEMENTS = 2**20
+
+
+def _task_blocks(n_tasks: int, n_rows: int, width: int) -> list[slice]:
+    step = max(1, TASK_BLOCK_ELEMENTS // max(1, n_rows * width))
+    return [slice(t, min(t + step, n_tasks)) for t in range(0, n_tasks, step)]
+
+
+def _concat_blocks(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([p[k] for p in parts], dim=1) for k in parts[0]}
 
 
 class MultiTaskAttentionHeads(nn.Module):
     """One (gated) attention MIL head per task: projector γ_t, attention β_t, classifier α_t.
 
     ABMIL: a_k = softmax_k(w_tᵀ tanh(V_t h_k)); gated: a_k = softmax_k(w_tᵀ(tanh(V_t h_k) ⊙ sigmoid(U_t h_k)));
-    bag vector z_t = Σ_k a_k h_k; logit_t = α_tᵀ z_t + b_t (Ilse et al., 2018).
+    bag vector z_t = Σ_k a_k h_k; logit_t = α_tᵀ z_t + b_t (Ilse et al., 2018). V_t and U_t are computed in one
+    batched product.
 
     Parameters
     ----------
@@ -74,11 +99,12 @@ class MultiTaskAttentionHeads(nn.Module):
     n_hidden
         Dimension h of each task's projected instances.
     n_attention
-        Dimension of the attention network.
+        Dimension of the attention network (default h).
     gated
         Gated attention (Ilse et al.) instead of plain tanh attention.
     dropout
-        Dropout on the task-projected instances.
+        Dropout on the task-projected instances (0 by default: with many tasks it is the costliest operation;
+        MoMIL regularises with dropout in its shared projector).
     """
 
     def __init__(
@@ -91,25 +117,38 @@ class MultiTaskAttentionHeads(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        n_attention = n_attention or n_hidden
+        self.n_attention = n_attention or n_hidden
+        self.gated = gated
         self.project = TaskLinear(n_tasks, n_input, n_hidden)
-        self.attention_v = TaskLinear(n_tasks, n_hidden, n_attention)
-        self.attention_u = TaskLinear(n_tasks, n_hidden, n_attention) if gated else None
-        self.attention_w = TaskLinear(n_tasks, n_attention, 1)
+        self.attention_vu = TaskLinear(n_tasks, n_hidden, self.n_attention * (2 if gated else 1))
+        self.attention_w = TaskLinear(n_tasks, self.n_attention, 1)
         self.classifier = TaskLinear(n_tasks, n_hidden, 1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``h``: B × N × n_input; returns ``logits`` B × T, ``attention`` B × T × N, ``bag_embedding`` B × T × h."""
-        H = self.dropout(torch.relu(self.project(h)))  # B × T × N × h
-        A = torch.tanh(self.attention_v(H))
-        if self.attention_u is not None:
-            A = A * torch.sigmoid(self.attention_u(H))
-        scores = self.attention_w(A).squeeze(-1)  # B × T × N
-        attention = masked_softmax(scores, mask[:, None, :])
-        z = torch.einsum("btn,btnh->bth", attention, H)
-        logits = self.classifier(z.unsqueeze(2)).squeeze(-1).squeeze(-1)  # B × T
-        return {"logits": logits, "attention": attention, "bag_embedding": z}
+        """``h``: B × N × n_input; returns ``logits`` B × T, ``attention`` B × T × N, ``bag_embedding`` B × T × h.
+
+        Tasks are processed in blocks (all tasks of a block in one batched product; see ``TASK_BLOCK_ELEMENTS``).
+        """
+        blocks = _task_blocks(self.project.weight.shape[0], h.shape[0] * h.shape[1], 2 * self.n_attention)
+        return _concat_blocks([self._forward_block(h, mask, b) for b in blocks])
+
+    def _forward_block(self, h: torch.Tensor, mask: torch.Tensor, tasks: slice) -> dict[str, torch.Tensor]:
+        H = self.dropout(torch.relu(self.project(h, shared=True, tasks=tasks)))  # T × B × N × h
+        VU = self.attention_vu(H, tasks=tasks)
+        if self.gated:
+            A = torch.tanh(VU[..., : self.n_attention]) * torch.sigmoid(VU[..., self.n_attention :])
+        else:
+            A = torch.tanh(VU)
+        scores = self.attention_w(A, tasks=tasks).squeeze(-1)  # T × B × N
+        attention = masked_softmax(scores, mask[None])
+        z = torch.matmul(attention.unsqueeze(-2), H).squeeze(-2)  # T × B × h
+        logits = self.classifier(z, tasks=tasks).squeeze(-1)  # T × B
+        return {
+            "logits": logits.T,
+            "attention": attention.permute(1, 0, 2),
+            "bag_embedding": z.transpose(0, 1),
+        }
 
 
 class MultiTaskDSMILHeads(nn.Module):
@@ -130,19 +169,31 @@ class MultiTaskDSMILHeads(nn.Module):
         self.query = TaskLinear(n_tasks, n_hidden, n_attention)
         self.value = TaskLinear(n_tasks, n_hidden, n_hidden)
         self.bag_classifier = TaskLinear(n_tasks, n_hidden, 1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.scale = 1.0 / math.sqrt(n_attention)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        H = self.dropout(torch.relu(self.project(h)))  # B × T × N × h
+        """``h``: B × N × n_input; returns ``logits`` B × T, ``attention`` B × T × N, ``bag_embedding`` B × T × h."""
+        blocks = _task_blocks(
+            self.project.weight.shape[0], h.shape[0] * h.shape[1], 2 * self.value.weight.shape[2]
+        )
+        return _concat_blocks([self._forward_block(h, mask, b) for b in blocks])
+
+    def _forward_block(self, h: torch.Tensor, mask: torch.Tensor, tasks: slice) -> dict[str, torch.Tensor]:
+        H = self.dropout(torch.relu(self.project(h, shared=True, tasks=tasks)))  # T × B × N × h
         inst = (
-            self.instance_classifier(H).squeeze(-1).masked_fill(~mask[:, None, :], float("-inf"))
-        )  # B × T × N
-        max_score, crit = inst.max(dim=-1)  # B × T
-        Q = torch.tanh(self.query(H))  # B × T × N × q
-        q_crit = torch.gather(Q, 2, crit[:, :, None, None].expand(-1, -1, 1, Q.shape[-1]))  # B × T × 1 × q
+            self.instance_classifier(H, tasks=tasks).squeeze(-1).masked_fill(~mask[None], float("-inf"))
+        )  # T × B × N
+        max_score, crit = inst.max(dim=-1)  # T × B
+        Q = torch.tanh(self.query(H, tasks=tasks))  # T × B × N × q
+        q_crit = torch.gather(Q, 2, crit[:, :, None, None].expand(-1, -1, 1, Q.shape[-1]))  # T × B × 1 × q
         scores = (Q * q_crit).sum(-1) * self.scale
-        attention = masked_softmax(scores, mask[:, None, :])
-        z = torch.einsum("btn,btnh->bth", attention, self.value(H))
-        bag_score = self.bag_classifier(z.unsqueeze(2)).squeeze(-1).squeeze(-1)
-        return {"logits": 0.5 * (max_score + bag_score), "attention": attention, "bag_embedding": z}
+        attention = masked_softmax(scores, mask[None])
+        z = torch.matmul(attention.unsqueeze(-2), self.value(H, tasks=tasks)).squeeze(-2)  # T × B × h
+        bag_score = self.bag_classifier(z, tasks=tasks).squeeze(-1)
+        logits = 0.5 * (max_score + bag_score)
+        return {
+            "logits": logits.T,
+            "attention": attention.permute(1, 0, 2),
+            "bag_embedding": z.transpose(0, 1),
+        }
