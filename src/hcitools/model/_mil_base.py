@@ -121,7 +121,13 @@ class MILModelBase(BaseModelClass):
         )
         fields = [x_field, ObsmField(MIL_KEYS.LABELS_REGISTRY, labels_key)]
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
+        scvi_logger = logging.getLogger("scvi")
+        level = scvi_logger.level
+        scvi_logger.setLevel(logging.WARNING)  # its "Using column names" note would print on every setup
+        try:
+            adata_manager.register_fields(adata, **kwargs)
+        finally:
+            scvi_logger.setLevel(level)
         cls.register_manager(adata_manager)
 
     # ------------------------------------------------------------------------------------------------ init
