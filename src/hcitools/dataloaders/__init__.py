@@ -1,5 +1,6 @@
-"""Bag data, sampler/collate and the bag-level splitter (:mod:`hcitools.dataloaders`)."""
+"""Bag data, sampler/collate and splitters (:mod:`hcitools.dataloaders`)."""
 
 from ._bags import BagCollator, BagData, BagDataSplitter, bag_loader
+from ._cells import TensorDataSplitter
 
-__all__ = ["BagCollator", "BagData", "BagDataSplitter", "bag_loader"]
+__all__ = ["BagCollator", "BagData", "BagDataSplitter", "TensorDataSplitter", "bag_loader"]

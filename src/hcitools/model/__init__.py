@@ -12,8 +12,9 @@ _MODELS = {
     "MeanMLP": "._baselines",
     "MultiLabelMIL": "._baselines",
     "MILModelBase": "._mil_base",
+    "MTAe": "._mtae",
 }
-__all__ = ["MeanMLP", "MoMIL", "MultiLabelMIL"]
+__all__ = ["MTAe", "MeanMLP", "MoMIL", "MultiLabelMIL"]
 
 
 def __getattr__(name: str):
