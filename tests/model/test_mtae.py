@@ -18,7 +18,7 @@ def kang_split(kang):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_variants_train_on_kang(kang_split, variant):
-    train, ctrl, stim = kang_split
+    train, ctrl, _stim = kang_split
     ht.model.MTAe.setup_anndata(
         train, condition_key="condition", cell_type_key="cell_type", control_value="control"
     )
@@ -96,7 +96,7 @@ def test_ot_pairs_exact_and_sinkhorn():
     src, dst, rep = ot_pairs(X, groups, cond, "control", method="emd")
     assert len(src) == 20 and set(dst) <= set(range(20, 40))
     assert len(set(dst)) == 20  # equal sizes, uniform weights: the exact plan is a permutation
-    s_src, s_dst, s_rep = ot_pairs(X, groups, cond, "control", method="sinkhorn", sampling="sample", seed=0)
+    _s_src, s_dst, s_rep = ot_pairs(X, groups, cond, "control", method="sinkhorn", sampling="sample", seed=0)
     assert s_rep.loc[0, "method"] == "sinkhorn" and set(s_dst) <= set(range(20, 40))
     assert rep.loc[0, "cost"] == pytest.approx(s_rep.loc[0, "cost"], rel=0.2)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -18,7 +19,7 @@ class _FiLMStack(nn.Module):
 
     def __init__(self, sizes: Sequence[int], n_conditions: int, n_film: int, dropout: float):
         super().__init__()
-        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.norms = nn.ModuleList(nn.LayerNorm(b) for b in sizes[1:])
         self.films = nn.ModuleList(FiLM(n_conditions, b) for b in sizes[1 : 1 + n_film])
         self.dropout = nn.Dropout(dropout)
