@@ -17,7 +17,14 @@ import pandas as pd
 
 import hcitools as ht
 
-TRAIN = {"max_epochs": 60, "warmup_epochs": 20, "patience": 10, "lr": 1e-3, "batch_size": 32, "enable_progress_bar": False}
+TRAIN = {
+    "max_epochs": 60,
+    "warmup_epochs": 20,
+    "patience": 10,
+    "lr": 1e-3,
+    "batch_size": 32,
+    "enable_progress_bar": False,
+}
 METHODS = {
     "momil": {"n_hidden": 64, "n_head_hidden": 32, "dropout": 0.25},
     "mean_mlp": {"n_hidden": 64, "dropout": 0.25},
@@ -35,7 +42,15 @@ def primary_auroc(n_compounds: int, seed: int, label_density: float) -> dict[str
     primary = list(adata.uns["synthetic_hci"]["primary_assays"])
     out = {}
     for method, kwargs in METHODS.items():
-        ht.tl.momil(adata, method=method, key_added=method, seed=seed, primary_assays=primary, train_kwargs=TRAIN, **kwargs)
+        ht.tl.momil(
+            adata,
+            method=method,
+            key_added=method,
+            seed=seed,
+            primary_assays=primary,
+            train_kwargs=TRAIN,
+            **kwargs,
+        )
         ev = adata.uns[method]["evaluation"]
         out[method] = float(ev[(ev["method"] == method) & ev["assay"].isin(primary)]["auroc"].mean())
     return out
@@ -52,11 +67,17 @@ def main() -> None:
     rows = {seed: primary_auroc(args.n_compounds, seed, args.label_density) for seed in args.seeds}
     table = pd.DataFrame(rows).T.rename_axis("seed")
     table.loc["mean"] = table.mean()
-    print(f"mean compound-level AUROC over primary assays ({args.n_compounds} compounds, label density {args.label_density}):")
+    print(
+        f"mean compound-level AUROC over primary assays ({args.n_compounds} compounds, label density {args.label_density}):"
+    )
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     m = table.loc["mean"]
-    print(f"margin MoMIL − mean pooling: {m['momil'] - m['mean_mlp']:+.3f} (seeds won {int((table.drop('mean')['momil'] > table.drop('mean')['mean_mlp']).sum())}/{len(args.seeds)})")
-    print(f"margin multi-task − single-task: {m['momil'] - m['stl']:+.3f} (seeds won {int((table.drop('mean')['momil'] > table.drop('mean')['stl']).sum())}/{len(args.seeds)})")
+    print(
+        f"margin MoMIL − mean pooling: {m['momil'] - m['mean_mlp']:+.3f} (seeds won {int((table.drop('mean')['momil'] > table.drop('mean')['mean_mlp']).sum())}/{len(args.seeds)})"
+    )
+    print(
+        f"margin multi-task − single-task: {m['momil'] - m['stl']:+.3f} (seeds won {int((table.drop('mean')['momil'] > table.drop('mean')['stl']).sum())}/{len(args.seeds)})"
+    )
     print(f"({time.perf_counter() - start:.0f} s)")
 
 

@@ -5,13 +5,25 @@ from ._compare import compare_methods
 from ._evaluate import evaluate_assays
 from ._momil import bag_size_baseline, momil
 from ._perturbation import predict_baseline, split_ood
+from ._perturbation_eval import (
+    benchmark_perturbation,
+    evaluate_perturbation,
+    perturbation_ceiling,
+    rank_models,
+    top_degs,
+)
 
 __all__ = [
     "bag_size_baseline",
+    "benchmark_perturbation",
     "compare_methods",
     "evaluate_assays",
+    "evaluate_perturbation",
     "momil",
+    "perturbation_ceiling",
     "phenotypic_activity",
     "predict_baseline",
+    "rank_models",
     "split_ood",
+    "top_degs",
 ]
