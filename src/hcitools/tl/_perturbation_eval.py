@@ -241,7 +241,8 @@ def rank_models(
     higher_is_better
         Direction per metric; by default DEG and R² metrics are higher-is-better and distances lower-is-better.
     duplicate_threshold
-        Warn when two metrics' values across models have |Spearman ρ| above it: they count the same thing twice.
+        Warn when the absolute Spearman correlation of two metrics across models exceeds it: they count the same
+        thing twice.
 
     Returns
     -------
