@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from anndata import AnnData
@@ -54,3 +55,17 @@ def log_written(adata_name: str, fields: list[str]) -> None:
     """Log where results were written, in scanpy's style."""
     if fields:
         logger.info("    added\n" + "\n".join(f"    {adata_name}.{f}" for f in fields))
+
+
+@contextmanager
+def quiet_loggers(*names: str, level: int = logging.WARNING):
+    """Temporarily raise the level of the named loggers (e.g. scvi-tools' or Lightning's notes)."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, levels, strict=True):
+            lg.setLevel(lvl)

@@ -18,10 +18,12 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from .._constants import HCI_KEYS, MIL_KEYS
+from .._utils import quiet_loggers
 from .._validate import _preview, check_labels, get_rep, validate_hci
 from ..dataloaders import BagData, BagDataSplitter, bag_loader
 from ..train import MILTrainingPlan, RestoreBestWeights
 from ..train._mil_plan import VAL_MEAN_AUROC, per_task_auroc
+from ..train._run import run_training, seed_and_reset
 
 logger = logging.getLogger("hcitools")
 
@@ -121,13 +123,8 @@ class MILModelBase(BaseModelClass):
         )
         fields = [x_field, ObsmField(MIL_KEYS.LABELS_REGISTRY, labels_key)]
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        scvi_logger = logging.getLogger("scvi")
-        level = scvi_logger.level
-        scvi_logger.setLevel(logging.WARNING)  # its "Using column names" note would print on every setup
-        try:
+        with quiet_loggers("scvi"):  # its "Using column names" note would print on every setup
             adata_manager.register_fields(adata, **kwargs)
-        finally:
-            scvi_logger.setLevel(level)
         cls.register_manager(adata_manager)
 
     # ------------------------------------------------------------------------------------------------ init
@@ -255,13 +252,7 @@ class MILModelBase(BaseModelClass):
         ``model.history`` holds per-epoch ``train_loss``, ``validation_loss``, ``validation_auroc_<assay>`` and
         ``validation_mean_auroc``; ``model.best_epoch`` the epoch whose weights were kept.
         """
-        from lightning.pytorch import seed_everything
-
-        seed_everything(seed, workers=True, verbose=False)
-        if not self.is_trained_:
-            for m in self.module.modules():
-                if m is not self.module and hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+        seed_and_reset(self, seed)
         data = self._bag_data(require_labels=True)
         val_bags = None
         if validation_key is not None:
@@ -346,13 +337,7 @@ class MILModelBase(BaseModelClass):
             enable_progress_bar=enable_progress_bar,
             **trainer_kwargs,
         )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            runner()
-        if isinstance(self.history_, dict):
-            self.history_ = {k: v.apply(pd.to_numeric, errors="coerce") for k, v in self.history_.items()}
+        run_training(self, runner)
         self.best_epoch = best.best_epoch
         self.train_params_ = {
             "max_epochs": max_epochs,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from .._validate import check_obs_keys, get_rep, validate_perturbation
 from ..dataloaders import TensorDataSplitter
 from ..module import MTAeModule
 from ..train import MTAeTrainingPlan
+from ..train._run import run_training, seed_and_reset
 
 logger = logging.getLogger("hcitools")
 
@@ -375,13 +375,7 @@ class MTAe(BaseModelClass):
         ``model.history`` holds the per-epoch losses; OT variants report their pairing in ``model.ot_report_``
         (cells and transport cost per cell type and condition).
         """
-        from lightning.pytorch import seed_everything
-
-        seed_everything(seed, workers=True, verbose=False)
-        if not self.is_trained_:
-            for m in self.module.modules():
-                if m is not self.module and hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
+        seed_and_reset(self, seed)
         if self.ot_mode == "plus_ot":
             pre = max_epochs // 2 if pretrain_epochs is None else pretrain_epochs
             if not 0 <= pre <= max_epochs:
@@ -414,12 +408,7 @@ class MTAe(BaseModelClass):
                 enable_progress_bar=enable_progress_bar,
                 **kwargs,
             )
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-                warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-                runner()
-        if isinstance(self.history_, dict):
-            self.history_ = {k: v.apply(pd.to_numeric, errors="coerce") for k, v in self.history_.items()}
+            run_training(self, runner)
         self.train_params_ = {"max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
 
     # --------------------------------------------------------------------------------------------- queries

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -11,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import HCI_KEYS
-from .._utils import check_free_keys, log_written, logger
+from .._utils import check_free_keys, log_written, logger, quiet_loggers
 from .._validate import check_anndata, check_labels, check_obs_keys, validate_hci
 from ._evaluate import evaluate_assays
 
@@ -192,11 +191,7 @@ def momil(
     }
     train_kwargs = {"seed": seed, **(train_kwargs or {})}
     bag_pred, attention = [], np.full((adata.n_obs, len(out_assays)), np.nan, dtype=np.float32)
-    quiet = [logging.getLogger(n) for n in ("scvi", "lightning.pytorch", "lightning.fabric")]
-    levels = [q.level for q in quiet]
-    for q in quiet:
-        q.setLevel(logging.WARNING)
-    try:
+    with quiet_loggers("scvi", "lightning.pytorch", "lightning.fabric"):
         for rot in fold_rotations(n_folds):
             logger.info(
                 f"{method}: test fold {rot.test}, validation fold {rot.validation}, training folds {list(rot.train)}"
@@ -209,9 +204,6 @@ def momil(
             )  # fmt: skip
             bag_pred.append(pred)
             attention[test_mask] = att
-    finally:
-        for q, lvl in zip(quiet, levels, strict=True):
-            q.setLevel(lvl)
     bag_pred = pd.concat(bag_pred)
     bags = adata.obs[bag_key].astype(str)
     bag_group = adata.obs[group_key].astype(str).groupby(bags.to_numpy()).first()
