@@ -66,6 +66,17 @@ class PlateNormalizer:
         DataFrame plates × features of booleans: where the control scale was 0 or not finite.
     n_controls_
         Series: number of control instances per plate.
+
+    Examples
+    --------
+    Fit on the DMSO crops of each plate, then normalise any crop of those plates:
+
+    >>> import hcitools as ht
+    >>> adata = ht.datasets.synthetic_hci(n_compounds=20, seed=0)
+    >>> dmso = (adata.obs["compound"] == "DMSO").to_numpy()
+    >>> norm = ht.pp.PlateNormalizer("mad_robustize").fit(adata.X, adata.obs["plate"], dmso)
+    >>> norm.transform(adata.X[:5], adata.obs["plate"][:5]).shape
+    (5, 64)
     """
 
     def __init__(self, method: Method = "mad_robustize", *, mad_scale: float = 1.4826, epsilon: float = 1e-6):

@@ -44,7 +44,15 @@ def fold_rotations(n_folds: int = 5) -> Iterator[FoldRotation]:
 def check_folds(
     adata: AnnData, *, compound_key: str = HCI_KEYS.COMPOUND, fold_key: str = HCI_KEYS.FOLD
 ) -> None:
-    """Raise a ValueError if any compound has instances in more than one fold."""
+    """Raise a ValueError if any compound has instances in more than one fold.
+
+    Examples
+    --------
+    >>> import hcitools as ht
+    >>> adata = ht.datasets.synthetic_hci(n_compounds=20, seed=0)
+    >>> ht.pp.split_compounds(adata, method="random", seed=0)
+    >>> ht.pp.check_folds(adata)  # passes silently
+    """
     check_obs_keys(adata, {"compound_key": compound_key, "fold_key": fold_key})
     n = adata.obs[fold_key].groupby(adata.obs[compound_key].astype(str).to_numpy()).nunique()
     bad = n.index[n.to_numpy() > 1]
