@@ -271,7 +271,7 @@ def rank_models(
     best = pd.Series({m: values[m].max() if direction[m] else values[m].min() for m in metrics})
     worst = pd.Series({m: values[m].min() if direction[m] else values[m].max() for m in metrics})
     span = (worst - best).replace(0, np.nan)
-    scaled = ((values - best) / span).fillna(0.0)
+    scaled = ((values - best) / span).fillna(0.0) + 0.0  # + 0.0 turns -0.0 into 0.0
     out = scaled.copy()
     out["score"] = scaled.sum(axis=1)
     out["rank"] = out["score"].rank(method="min").astype(int)
