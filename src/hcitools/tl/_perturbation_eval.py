@@ -91,15 +91,16 @@ def _distance_fns(distances: Sequence[str]) -> dict[str, Any]:
     for name in distances:
         if name not in DISTANCES:
             raise ValueError(f"Unknown distance {name!r}; choose from {DISTANCES}.")
-        fn = pt.tl.Distance(metric=name, obsm_key="X_pca")
         if name == "wasserstein":
             try:
                 import jax  # noqa: F401
                 import ott  # noqa: F401
-            except ImportError:
-                fns["wasserstein_pot"] = _wasserstein_pot  # pertpy's needs JAX/ott; labelled as POT's
-                continue
-        fns[name] = fn
+
+                fns[name] = pt.tl.Distance(metric=name, obsm_key="X_pca")
+            except ImportError:  # pertpy's needs JAX / ott-jax: exact OT from POT, labelled as such
+                fns["wasserstein_pot"] = _wasserstein_pot
+            continue
+        fns[name] = pt.tl.Distance(metric=name, obsm_key="X_pca")
     return fns
 
 
