@@ -110,3 +110,28 @@ def test_bad_variant_and_setup(kang_split):
         ht.model.MTAe(train, n_hidden=(32,), film_layers=3)
     with pytest.raises(ValueError, match="no control cells"):
         ht.model.MTAe.setup_anndata(train, control_value="ctrl")
+
+
+def test_film_starts_as_identity_after_seeded_reset():
+    from hcitools.train._run import seed_and_reset
+
+    adata = ht.datasets.synthetic_perturbation(
+        n_cell_types=2, n_cells=10, n_genes=20, n_response_genes=4, seed=0
+    )
+    ht.model.MTAe.setup_anndata(adata)
+    model = ht.model.MTAe(adata, n_latent=4, n_hidden=(8,))
+    seed_and_reset(model, 0)
+    for film in model.module.decoder.films:
+        assert film.gamma.weight.abs().sum() == 0 and film.beta.bias.abs().sum() == 0
+
+
+def test_numeric_conditions():
+    adata = ht.datasets.synthetic_perturbation(
+        n_cell_types=2, n_cells=15, n_genes=20, n_response_genes=4, seed=0
+    )
+    adata.obs["dose_condition"] = adata.obs["dose"].astype(float)
+    ht.model.MTAe.setup_anndata(adata, condition_key="dose_condition", control_value=0.0)
+    model = ht.model.MTAe(adata, n_latent=4, n_hidden=(8,))
+    assert model.conditions == [0.0, 0.1, 1.0, 10.0]
+    model.train(max_epochs=1, enable_progress_bar=False)
+    assert model.predict(adata[:5].copy(), condition=10.0).shape == (5, 20)

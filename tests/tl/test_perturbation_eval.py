@@ -199,3 +199,13 @@ def test_rank_models_errors():
         ht.tl.rank_models(pd.DataFrame({"foo": [1.0, 2.0]}, index=["a", "b"]), metrics=["foo"])
     with pytest.raises(KeyError, match="bar"):
         ht.tl.rank_models(pd.DataFrame({"r2_all": [1.0, 2.0]}, index=["a", "b"]), metrics=["bar"])
+
+
+def test_rank_models_undefined_values_score_worst():
+    res = pd.DataFrame(
+        {"r2_shift": [0.9, np.nan, 0.5], "euclidean": [1.0, 2.0, np.inf]}, index=["a", "b", "c"]
+    )
+    ranked = ht.tl.rank_models(res)
+    assert ranked.loc["b", "r2_shift"] == 1.0 and ranked.loc["c", "euclidean"] == 1.0
+    assert ranked.loc["a", "euclidean"] == 0.0 and ranked.loc["b", "euclidean"] == 1.0
+    assert ranked.index[0] == "a"

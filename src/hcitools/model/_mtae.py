@@ -58,13 +58,35 @@ def ot_pairs(
     control cell takes the perturbed cell with its largest plan mass (``sampling="argmax"``) or one drawn from its
     row of the plan (``"sample"``).
 
+    Parameters
+    ----------
+    X_basis
+        Cells × dimensions in which costs are computed.
+    groups
+        Group (cell type) of each cell.
+    conditions
+        Condition of each cell.
+    control_value
+        Condition of control cells.
+    method
+        ``"auto"``, ``"emd"`` or ``"sinkhorn"``.
+    sampling
+        ``"argmax"`` or ``"sample"``.
+    reg
+        Entropic regularisation relative to the median cost (sinkhorn).
+    max_exact
+        Largest n_ctrl × n_pert solved exactly with ``method="auto"``.
+    seed
+        Seed of the sampling.
+
     Returns
     -------
     (control row indices, partner row indices, per-group table with ``n_control``, ``n_perturbed``, ``method``
     and the transport ``cost`` ⟨plan, cost⟩).
     """
-    import ot
+    from .._utils import import_optional
 
+    ot = import_optional("ot", "optimal-transport pairing")
     rng = np.random.default_rng(seed)
     src, dst, report = [], [], []
     for g in pd.unique(groups):
@@ -79,16 +101,18 @@ def ot_pairs(
                 method if method != "auto" else ("emd" if len(ctrl) * len(pert) <= max_exact else "sinkhorn")
             )
             if use == "emd":
-                plan = ot.emd(a, b, M)
+                plan = ot.emd(a, b, M, numItermax=max(100_000, 50 * len(ctrl) * len(pert)))
             elif use == "sinkhorn":
-                plan = ot.sinkhorn(a, b, M, reg * float(np.median(M)))
+                # log-domain iterations do not underflow for small regularisation
+                plan = ot.sinkhorn(a, b, M, reg * float(np.median(M)), method="sinkhorn_log")
             else:
                 raise ValueError(f"`ot_method` must be 'auto', 'emd' or 'sinkhorn', got {method!r}.")
             if sampling == "argmax":
                 partner = plan.argmax(axis=1)
             elif sampling == "sample":
-                p = plan / plan.sum(axis=1, keepdims=True)
-                partner = np.array([rng.choice(len(pert), p=row) for row in p])
+                mass = plan.sum(axis=1, keepdims=True)
+                p = np.where(mass > 0, plan / np.where(mass > 0, mass, 1.0), 1.0 / len(pert))
+                partner = np.array([rng.choice(len(pert), p=row / row.sum()) for row in p])
             else:
                 raise ValueError(f"`ot_sampling` must be 'argmax' or 'sample', got {sampling!r}.")
             src.append(ctrl)
@@ -248,7 +272,7 @@ class MTAe(BaseModelClass):
         categories = (
             list(cond.cat.categories)
             if isinstance(cond.dtype, pd.CategoricalDtype)
-            else sorted(pd.unique(cond.astype(str)))
+            else sorted(pd.unique(cond), key=str)
         )
         categories = [c for c in categories if (cond == c).any()]
         # control first, then the perturbations / doses in their categorical order

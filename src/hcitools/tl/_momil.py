@@ -31,14 +31,28 @@ def _model_class(method: str):
 def bag_size_baseline(
     adata: AnnData, *, bag_key: str = HCI_KEYS.WELL, group_key: str = HCI_KEYS.COMPOUND
 ) -> pd.Series:
-    """Baseline score per compound: the mean number of instances (crops or cells) in its bags.
+    """Baseline activity score per compound from cell count alone: minus the mean number of instances per bag.
 
-    Toxic or cytostatic compounds leave fewer cells, so cell count alone predicts some assays; a model should
-    beat it. Returns a Series indexed by compound.
+    Toxic or cytostatic compounds leave fewer cells, so fewer instances score as more active; a model should beat
+    this. The sign is fixed in advance (never chosen on the labels).
+
+    Parameters
+    ----------
+    adata
+        Instances.
+    bag_key
+        obs column with bags (wells).
+    group_key
+        obs column with compounds.
+
+    Returns
+    -------
+    Series indexed by compound: −(mean instances per bag). Nothing is written into ``adata``.
     """
-    sizes = adata.obs.groupby(adata.obs[bag_key].astype(str).to_numpy()).size()
-    group = adata.obs[group_key].astype(str).groupby(adata.obs[bag_key].astype(str).to_numpy()).first()
-    return sizes.groupby(group.loc[sizes.index].to_numpy()).mean()
+    bags = adata.obs[bag_key].astype(str).to_numpy()
+    sizes = adata.obs.groupby(bags).size()
+    group = adata.obs[group_key].astype(str).groupby(bags).first()
+    return -sizes.groupby(group.loc[sizes.index].to_numpy()).mean()
 
 
 def _fit_predict(
@@ -68,6 +82,10 @@ def _fit_predict(
             test = test.copy()
             test.obsm.pop(setup["labels_key"], None)
         primary_ok = [a for a in primary if a in ok] if primary else None
+        if primary and not primary_ok:
+            logger.warning(
+                f"fold {val_fold}: no primary assay has both classes in training; selecting on all assays"
+            )
         Model.setup_anndata(train, **setup)
         model = Model(train, primary_assays=primary_ok or None, **model_kwargs)
         model.train(validation_key=fold_key, validation_values=[val_fold], **train_kwargs)
@@ -208,7 +226,13 @@ def momil(
     bags = adata.obs[bag_key].astype(str)
     bag_group = adata.obs[group_key].astype(str).groupby(bags.to_numpy()).first()
     predictions = bag_pred.groupby(bag_group.loc[bag_pred.index].to_numpy()).mean()
-    cpd_labels = labels.groupby(adata.obs[group_key].astype(str).to_numpy()).first().loc[predictions.index]
+    by_cpd = labels.groupby(adata.obs[group_key].astype(str).to_numpy())
+    if (by_cpd.nunique(dropna=False) > 1).any().any():
+        raise ValueError(
+            f"Labels in adata.obsm[{labels_key!r}] differ between bags of the same compound ({group_key!r}); "
+            "they must be per compound (see `ht.pp.assign_labels`)."
+        )
+    cpd_labels = by_cpd.first().loc[predictions.index]
     size = bag_size_baseline(adata, bag_key=bag_key, group_key=group_key).loc[predictions.index]
     baseline = pd.DataFrame({a: size.to_numpy() for a in out_assays}, index=predictions.index)
     evaluation = pd.concat(

@@ -34,8 +34,22 @@ def top_degs(
 ) -> list[str]:
     """Top-``n`` differentially expressed genes of ``case`` vs ``ctrl`` with :func:`scanpy.tl.rank_genes_groups`.
 
-    ``direction`` ``"up"`` takes the highest scores, ``"down"`` the lowest, ``"both"`` the largest absolute scores.
-    Inputs are not modified.
+    Parameters
+    ----------
+    case, ctrl
+        Cells (AnnData or arrays cells × genes) of the two groups.
+    genes
+        Gene names (columns).
+    n
+        Number of genes returned.
+    method
+        scanpy test.
+    direction
+        ``"up"`` takes the highest scores, ``"down"`` the lowest, ``"both"`` the largest absolute scores.
+
+    Returns
+    -------
+    List of gene names, best first. Inputs are not modified.
     """
     import scanpy as sc
 
@@ -79,13 +93,16 @@ def _pca_basis(real: np.ndarray, n_comps: int, seed: int):
 
 def _wasserstein_pot(X: np.ndarray, Y: np.ndarray) -> float:
     """Exact optimal-transport cost (POT ``ot.emd2``, squared Euclidean cost, uniform weights)."""
-    import ot
+    from .._utils import import_optional
 
+    ot = import_optional("ot", "the Wasserstein distance")
     return float(ot.emd2(ot.unif(len(X)), ot.unif(len(Y)), ot.dist(X, Y)))
 
 
 def _distance_fns(distances: Sequence[str]) -> dict[str, Any]:
-    import pertpy as pt
+    from .._utils import import_optional
+
+    pt = import_optional("pertpy", "evaluate_perturbation's distances")
 
     fns = {}
     for name in distances:
@@ -196,7 +213,7 @@ def evaluate_perturbation(
     for name, fn in _distance_fns(distances).items():
         d_stim, d_ctrl = float(fn(Ss, Ps)), float(fn(Cs, Ps))
         out[name] = d_stim
-        out[f"{name}_ratio"] = d_stim / d_ctrl if d_ctrl > 0 else float("inf")
+        out[f"{name}_ratio"] = d_stim / d_ctrl if d_ctrl > 0 else float("nan")
     return pd.Series(out, name="value")
 
 
@@ -205,6 +222,21 @@ def perturbation_ceiling(stim: AnnData, ctrl: AnnData, *, seed: int = 0, **kwarg
 
     Every metric of :func:`evaluate_perturbation` is computed for half A (as the prediction) against half B (as the
     truth), so the values show how good a perfect model can look given sampling noise.
+
+    Parameters
+    ----------
+    stim
+        Real perturbed cells.
+    ctrl
+        Real control cells.
+    seed
+        Seed of the split (and of the evaluation).
+    **kwargs
+        Passed to :func:`evaluate_perturbation`.
+
+    Returns
+    -------
+    A Series of metrics, as :func:`evaluate_perturbation`.
     """
     rng = np.random.default_rng(seed)
     perm = rng.permutation(stim.n_obs)
@@ -247,7 +279,8 @@ def rank_models(
 
     Returns
     -------
-    DataFrame sorted by ``score``: the scaled per-metric scores, ``score`` (sum), ``rank`` (1 = best),
+    DataFrame sorted by ``score``: the scaled per-metric scores (an undefined value, NaN or inf, e.g. the R² of the
+    shift of an identity prediction, scores as the worst, 1), ``score`` (sum), ``rank`` (1 = best),
     ``rank_average`` (mean of per-metric ranks, an alternative less sensitive to outliers) and ``rank_by_average``.
     ``attrs["leave_one_metric_out"]``: for each metric left out, every model's rank by the remaining metrics
     (a stability table; ``attrs["winner_stable"]`` tells whether the winner never changes).
@@ -268,15 +301,19 @@ def rank_models(
         m: (higher_is_better[m] if higher_is_better and m in higher_is_better else _direction(m))
         for m in metrics
     }
-    values = results[metrics].astype(float)
+    values = results[metrics].astype(float).replace([np.inf, -np.inf], np.nan)
     best = pd.Series({m: values[m].max() if direction[m] else values[m].min() for m in metrics})
     worst = pd.Series({m: values[m].min() if direction[m] else values[m].max() for m in metrics})
     span = (worst - best).replace(0, np.nan)
-    scaled = ((values - best) / span).fillna(0.0) + 0.0  # + 0.0 turns -0.0 into 0.0
+    scaled = (values - best) / span
+    scaled = scaled.where(span.notna() | values.isna(), 0.0)  # a metric on which all models tie scores 0
+    scaled = scaled.fillna(1.0) + 0.0  # an undefined value (NaN, inf) scores as the worst; + 0.0 drops -0.0
     out = scaled.copy()
     out["score"] = scaled.sum(axis=1)
     out["rank"] = out["score"].rank(method="min").astype(int)
-    ranks = pd.DataFrame({m: values[m].rank(ascending=not direction[m], method="average") for m in metrics})
+    ranks = pd.DataFrame(
+        {m: values[m].rank(ascending=not direction[m], method="average", na_option="bottom") for m in metrics}
+    )
     out["rank_average"] = ranks.mean(axis=1)
     out["rank_by_average"] = out["rank_average"].rank(method="min").astype(int)
     loo = pd.DataFrame(

@@ -17,7 +17,8 @@ def seed_and_reset(model, seed: int) -> None:
 
     seed_everything(seed, workers=True, verbose=False)
     if not model.is_trained_:
-        for m in model.module.modules():
+        # children first, so that a parent's own initialisation (e.g. FiLM's identity start) has the last word
+        for m in reversed(list(model.module.modules())):
             if m is not model.module and hasattr(m, "reset_parameters"):
                 m.reset_parameters()
 
