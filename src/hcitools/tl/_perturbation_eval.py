@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
-from scipy.stats import spearmanr
 
 from .._constants import PERTURBATION_KEYS
 from .._utils import logger
@@ -337,15 +336,15 @@ def _known(metric: str) -> bool:
 def _warn_duplicates(values: pd.DataFrame, threshold: float) -> None:
     if len(values) < 3:
         return
-    cols = list(values.columns)
-    pairs = []
-    for i in range(len(cols)):
-        for j in range(i + 1, len(cols)):
-            a, b = values[cols[i]], values[cols[j]]
-            if a.nunique() > 1 and b.nunique() > 1:
-                rho = spearmanr(a, b).statistic
-                if abs(rho) > threshold:
-                    pairs.append(f"{cols[i]} ~ {cols[j]} (ρ = {rho:.2f})")
+    varying = values.loc[:, values.nunique() > 1]
+    rho = varying.corr(method="spearman")  # pandas' Spearman over models, every pair at once
+    cols = list(rho.columns)
+    pairs = [
+        f"{a} ~ {b} (ρ = {rho.loc[a, b]:.2f})"
+        for i, a in enumerate(cols)
+        for b in cols[i + 1 :]
+        if abs(rho.loc[a, b]) > threshold
+    ]
     if pairs:
         warnings.warn(
             "Near-duplicate metrics across models, counted twice in the score: "
