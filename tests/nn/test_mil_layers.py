@@ -108,3 +108,39 @@ def test_masked_bce_ignores_unobserved():
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels[:, 0])
     torch.testing.assert_close(loss, expected)
     assert per_task[1] == 0
+
+
+def test_dropout_matches_torch_semantics_and_is_seeded():
+    from hcitools.nn import Dropout
+
+    x = torch.ones(200_000)
+    d = Dropout(0.3).train()
+    torch.manual_seed(1)
+    y = d(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.3) < 0.01  # zeroes a fraction p
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))  # inverted scaling
+    torch.manual_seed(1)
+    torch.testing.assert_close(d(x), y)  # same seed, same mask
+    assert d.eval()(x) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_task_blocks_give_the_same_outputs_and_gradients(head, monkeypatch):
+    """Blocks of tasks (TASK_BLOCK_ELEMENTS) are an implementation detail: results match one block of all tasks."""
+    import hcitools.nn._mil as mil
+
+    m = MoMILModule(6, 7, head=head, n_hidden=8, n_head_hidden=5, dropout=0.0)
+    x, mask = torch.randn(3, 4, 6), torch.ones(3, 4, dtype=torch.bool)
+    mask[0, 2:] = False
+    out = {}
+    for elements in (2**30, 1):  # all tasks at once; one task per block
+        monkeypatch.setattr(mil, "TASK_BLOCK_ELEMENTS", elements)
+        m.zero_grad()
+        res = m.inference(x, mask)
+        res["logits"].sum().backward()
+        out[elements] = (res["logits"].detach(), res["attention"].detach(), m.heads.project.weight.grad.clone())
+    for a, b in zip(out[2**30], out[1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

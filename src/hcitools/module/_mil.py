@@ -8,7 +8,7 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
 from .._constants import MIL_KEYS
-from ..nn import MultiTaskAttentionHeads, MultiTaskDSMILHeads, masked_mean
+from ..nn import Dropout, MultiTaskAttentionHeads, MultiTaskDSMILHeads, masked_mean
 
 
 def masked_bce(
@@ -75,7 +75,7 @@ class MILModuleBase(BaseModuleClass):
 
 
 def _projector(n_input: int, n_hidden: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_input, n_hidden), nn.ReLU(), nn.Dropout(dropout))
+    return nn.Sequential(nn.Linear(n_input, n_hidden), nn.ReLU(), Dropout(dropout))
 
 
 class MoMILModule(MILModuleBase):
@@ -130,7 +130,7 @@ class MeanMLPModule(MILModuleBase):
 
     def __init__(self, n_input: int, n_tasks: int, *, n_hidden: int = 128, dropout: float = 0.5, **kwargs):
         super().__init__(n_tasks)
-        self.mlp = nn.Sequential(nn.Linear(n_input, n_hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(nn.Linear(n_input, n_hidden), nn.ReLU(), Dropout(dropout))
         self.classifier = nn.Linear(n_hidden, n_tasks)
 
     def pool(self, x, mask):

@@ -2,14 +2,17 @@
 
 from ._film import FiLM, GradientReversal
 from ._mil import (
+    Dropout,
     MultiTaskAttentionHeads,
     MultiTaskDSMILHeads,
     TaskLinear,
     masked_mean,
     masked_softmax,
+    task_linear,
 )
 
 __all__ = [
+    "Dropout",
     "FiLM",
     "GradientReversal",
     "MultiTaskAttentionHeads",
@@ -17,4 +20,5 @@ __all__ = [
     "TaskLinear",
     "masked_mean",
     "masked_softmax",
+    "task_linear",
 ]
