@@ -15,7 +15,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, ObsmField
 from scvi.model.base import BaseModelClass
-from scvi.train import TrainRunner
+from scvi.train import LoudEarlyStopping, TrainRunner
 
 from .._constants import HCI_KEYS, MIL_KEYS
 from .._utils import quiet_loggers
@@ -23,7 +23,7 @@ from .._validate import _preview, check_labels, get_rep, validate_hci
 from ..dataloaders import BagData, BagDataSplitter, bag_loader
 from ..train import MILTrainingPlan, RestoreBestWeights
 from ..train._mil_plan import VAL_MEAN_AUROC, per_task_auroc
-from ..train._run import run_training, seed_and_reset
+from ..train._run import history_file_dir, run_training, seed_and_reset
 
 logger = logging.getLogger("hcitools")
 
@@ -44,6 +44,31 @@ def _check_assays_learnable(labels: pd.DataFrame, bags: np.ndarray) -> None:
             + "; ".join(parts)
             + ". Drop them, e.g. `adata.obsm['assays'] = adata.obsm['assays'].drop(columns=[...])`."
         )
+
+
+def _check_strategy(trainer) -> None:
+    """Single-device and data-parallel (DDP) training only: the training plan gathers validation outputs and
+    :class:`~hcitools.train.RestoreBestWeights` copies whole state dicts, which sharded strategies do not have."""
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy, XLAStrategy
+
+    strategy = trainer.strategy
+    if isinstance(strategy, SingleDeviceStrategy):
+        return
+    if isinstance(strategy, DDPStrategy) and not isinstance(strategy, DeepSpeedStrategy | XLAStrategy):
+        return
+    raise ValueError(
+        f"MIL models train on a single device or with Lightning's DDP strategies ('ddp', 'ddp_spawn', "
+        f"'ddp_notebook', or a DDPStrategy); got {type(strategy).__name__} (argument `strategy`)."
+    )
+
+
+def _best_epoch_from_history(history: dict | None, n_before: int) -> int | None:
+    """Epoch (of the last training run) with the best validation mean AUROC; the first one on ties, like
+    :class:`~hcitools.train.RestoreBestWeights`."""
+    if not isinstance(history, dict) or VAL_MEAN_AUROC not in history:
+        return None
+    values = history[VAL_MEAN_AUROC][VAL_MEAN_AUROC].to_numpy(dtype=float)[n_before:]
+    return int(np.argmax(values)) if len(values) else None
 
 
 class MILModelBase(BaseModelClass):
@@ -245,13 +270,43 @@ class MILModelBase(BaseModelClass):
         enable_progress_bar
             Show Lightning's progress bar.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (e.g. ``strategy="ddp"``).
+            Passed to :class:`scvi.train.Trainer` (e.g. ``strategy="ddp"``, see Notes). Early stopping is set
+            up here (``patience``, ``warmup_epochs``); scvi-tools' ``early_stopping*`` arguments are refused.
 
         Notes
         -----
         ``model.history`` holds per-epoch ``train_loss``, ``validation_loss``, ``validation_auroc_<assay>`` and
         ``validation_mean_auroc``; ``model.best_epoch`` the epoch whose weights were kept.
+
+        **Multi-GPU / multi-node.** Lightning's data-parallel strategies are supported, e.g.
+        ``accelerator="gpu", devices=4, strategy="ddp"`` (``accelerator="cpu"`` with the gloo backend works too).
+        Each process trains on its shard of the training bags (``batch_size`` counts bags per process) and
+        validates a shard of the validation bags; the validation outputs of all processes are gathered and the
+        AUROC is computed on the whole validation set (bags repeated by the distributed sampler are counted
+        once, groups are matched by bag), so early stopping and the restored best weights agree across
+        processes. The losses in the history are averaged across processes.
+
+        - ``strategy="ddp"`` (recommended; multi-node with ``num_nodes``, or processes started by ``torchrun`` or
+          SLURM): unless a cluster launcher started the processes, Lightning re-runs the calling *script*
+          (``sys.argv``) once per additional process, so call ``train`` from a script under
+          ``if __name__ == "__main__":``, not from Jupyter (Lightning refuses) or from a test runner such as
+          pytest (which would be re-run). Every process continues the script after ``train`` with the restored
+          best weights and the same ``model.history`` and ``model.best_epoch``, so write outputs from one
+          process only (e.g. ``if model.trainer.is_global_zero:``).
+        - ``strategy="ddp_spawn"`` (scripts, under ``if __name__ == "__main__":``; the model and its AnnData are
+          pickled to each child process) and ``"ddp_fork"`` / ``"ddp_notebook"`` (Jupyter; CPU, or CUDA not yet
+          initialised): training runs in child processes; the calling process gets the restored best weights of
+          process 0, the history (through the history file of scvi-tools' logger, written here into a temporary
+          directory, hence lost with a custom ``logger``) and ``best_epoch`` (read off the history).
+
+        Sharded strategies (FSDP, DeepSpeed) and multi-device XLA are not supported and raise a ValueError.
         """
+        refused = sorted(k for k in trainer_kwargs if k.startswith("early_stopping"))
+        if refused:
+            raise TypeError(
+                f"`train` sets up early stopping on {VAL_MEAN_AUROC!r} itself; use `patience` and "
+                f"`warmup_epochs` (patience=max_epochs never stops) instead of {refused}."
+            )
         seed_and_reset(self, seed)
         data = self._bag_data(require_labels=True)
         val_bags = None
@@ -295,7 +350,7 @@ class MILModelBase(BaseModelClass):
             lr=lr,
             weight_decay=weight_decay,
             max_epochs=max_epochs,
-            val_groups=val_groups,
+            bag_groups=data.groups,
         )
         val_labels = data.labels[splitter.val_idx].numpy()
         primary = plan.primary_index
@@ -308,15 +363,16 @@ class MILModelBase(BaseModelClass):
         trainer_kwargs.setdefault("log_every_n_steps", 1)
         best = RestoreBestWeights(VAL_MEAN_AUROC, "max")
         if evaluable:
-            callbacks.append(best)
-            trainer_kwargs.update(
-                early_stopping=True,
-                early_stopping_monitor=VAL_MEAN_AUROC,
-                early_stopping_mode="max",
-                early_stopping_patience=patience,
-                early_stopping_warmup_epochs=warmup_epochs,
-                check_val_every_n_epoch=1,
+            # our own callback rather than scvi-tools' `early_stopping=True`, which it turns off under DDP
+            early_stopping = LoudEarlyStopping(
+                monitor=VAL_MEAN_AUROC,
+                min_delta=0.0,
+                patience=patience,
+                mode="max",
+                warmup_epochs=warmup_epochs,
             )
+            callbacks += [best, early_stopping]
+            trainer_kwargs["check_val_every_n_epoch"] = 1
         else:
             warnings.warn(
                 "The validation bags hold no primary assay with both classes observed: training runs all "
@@ -326,19 +382,37 @@ class MILModelBase(BaseModelClass):
             )
             if splitter.n_val:
                 trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        runner = self._train_runner_cls(
-            self,
-            training_plan=plan,
-            data_splitter=splitter,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            callbacks=callbacks,
-            enable_progress_bar=enable_progress_bar,
-            **trainer_kwargs,
-        )
-        run_training(self, runner)
+        history = self.history_ if isinstance(self.history_, dict) else {}
+        n_before = len(history[VAL_MEAN_AUROC]) if VAL_MEAN_AUROC in history else 0
+        with history_file_dir(trainer_kwargs) as trainer_kwargs, warnings.catch_warnings():
+            # scvi-tools turns off its own early stopping under DDP; ours is a plain callback and stays on
+            warnings.filterwarnings("ignore", message="early_stopping was automatically disabled")
+            runner = self._train_runner_cls(
+                self,
+                training_plan=plan,
+                data_splitter=splitter,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                callbacks=callbacks,
+                enable_progress_bar=enable_progress_bar,
+                **trainer_kwargs,
+            )
+            _check_strategy(runner.trainer)
+            run_training(self, runner)
+        # with a spawn-based strategy the callback ran in child processes: read the best epoch off the history
         self.best_epoch = best.best_epoch
+        if self.best_epoch is None and evaluable:
+            self.best_epoch = _best_epoch_from_history(self.history_, n_before)
+            if self.best_epoch is None:
+                warnings.warn(
+                    "Training ran in child processes and left no history in this process (a custom `logger` "
+                    "replaces the history file of scvi-tools' logger): `model.history` and `model.best_epoch` "
+                    "are unavailable; the model holds the restored best weights. Use strategy='ddp' or no "
+                    "`logger` to get them.",
+                    UserWarning,
+                    stacklevel=2,
+                )
         self.train_params_ = {
             "max_epochs": max_epochs,
             "warmup_epochs": warmup_epochs,

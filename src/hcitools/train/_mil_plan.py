@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 
 import lightning.pytorch as pl
@@ -40,6 +41,12 @@ class MILTrainingPlan(pl.LightningModule):
     this plan logs ``train_loss`` per epoch and, after each validation epoch, ``validation_auroc_<assay>`` and
     ``validation_mean_auroc`` (mean over ``primary_assays``, the early-stopping monitor).
 
+    Under data-parallel training (Lightning's DDP strategies) each process validates a shard of the validation
+    bags. The probabilities, labels and bag indices of all shards are gathered, bags that the distributed
+    sampler repeated to even out the shards are counted once, and every process computes the AUROC of the whole
+    validation set, so that early stopping and model selection agree across processes. The losses are averaged
+    across processes.
+
     Parameters
     ----------
     module
@@ -52,9 +59,10 @@ class MILTrainingPlan(pl.LightningModule):
         AdamW parameters.
     max_epochs
         Period of the cosine annealing schedule.
-    val_groups
-        Group (compound) of each validation bag, in validation-loader order; bag probabilities are averaged per
-        group before AUROC. None evaluates bags.
+    bag_groups
+        Group (compound) of every bag, indexed by bag index (``batch["bag_index"]``), i.e. an array over all bags
+        of the data, not only the validation bags; validation probabilities are averaged per group before AUROC.
+        None evaluates bags.
     """
 
     def __init__(
@@ -66,7 +74,7 @@ class MILTrainingPlan(pl.LightningModule):
         lr: float = 1e-4,
         weight_decay: float = 5e-4,
         max_epochs: int = 100,
-        val_groups: np.ndarray | None = None,
+        bag_groups: np.ndarray | None = None,
     ):
         super().__init__()
         self.module = module
@@ -74,9 +82,10 @@ class MILTrainingPlan(pl.LightningModule):
         primary = list(primary_assays) if primary_assays is not None else self.assays
         self.primary_index = np.array([self.assays.index(a) for a in primary])
         self.lr, self.weight_decay, self.max_epochs = lr, weight_decay, max_epochs
-        self.val_groups = val_groups
+        self.bag_groups = None if bag_groups is None else np.asarray(bag_groups)
         self._val_prob: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
+        self._val_bags: list[torch.Tensor] = []
 
     def forward(self, batch):
         return self.module(batch)
@@ -90,28 +99,68 @@ class MILTrainingPlan(pl.LightningModule):
             on_epoch=True,
             prog_bar=True,
             batch_size=loss.n_obs_minibatch,
+            sync_dist=True,  # a no-op in a single process
         )
         return loss.loss
 
     def validation_step(self, batch, batch_idx):
         inference, _, loss = self.module(batch)
-        self.log("validation_loss", loss.loss, on_step=False, on_epoch=True, batch_size=loss.n_obs_minibatch)
-        self._val_prob.append(torch.sigmoid(inference["logits"]).detach().cpu())
-        self._val_labels.append(batch[MIL_KEYS.LABELS].detach().cpu())
+        self.log(
+            "validation_loss",
+            loss.loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=loss.n_obs_minibatch,
+            sync_dist=True,
+        )
+        self._val_prob.append(torch.sigmoid(inference["logits"]).detach().float())
+        self._val_labels.append(batch[MIL_KEYS.LABELS].detach())
+        self._val_bags.append(batch[MIL_KEYS.BAG_INDEX].detach())
+
+    def _gather_rows(self, parts: list[torch.Tensor], empty: torch.Tensor) -> torch.Tensor:
+        """Concatenate this process's ``parts`` and, in distributed runs, the rows of every other process.
+
+        ``self.all_gather`` needs equal shapes on all processes; shards are padded to the longest and cut back.
+        ``empty`` (zero rows) stands in for a process without validation batches.
+        """
+        local = torch.cat(parts) if parts else empty
+        if self.trainer.world_size == 1:
+            return local
+        with warnings.catch_warnings():
+            # Lightning gathers through torch.distributed.nn.functional, deprecated in recent torch
+            warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
+            counts = self.all_gather(torch.tensor(len(local), device=local.device)).reshape(-1).tolist()
+            pad = local.new_zeros((max(counts) - len(local), *local.shape[1:]))
+            gathered = self.all_gather(torch.cat([local, pad]))
+        return torch.cat([rows[:n] for rows, n in zip(gathered, counts, strict=True)])
+
+    def _validation_outputs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probabilities, labels and indices of the validation bags of the epoch, from all processes, one row
+        per bag, sorted by bag index (the order of the validation loader in a single process)."""
+        n_tasks = len(self.assays)
+        prob = self._gather_rows(self._val_prob, torch.zeros(0, n_tasks, device=self.device))
+        labels = self._gather_rows(self._val_labels, torch.zeros(0, n_tasks, device=self.device))
+        bags = self._gather_rows(self._val_bags, torch.zeros(0, dtype=torch.long, device=self.device))
+        self._val_prob, self._val_labels, self._val_bags = [], [], []
+        # DistributedSampler repeats bags so that every process gets as many: keep each bag once
+        bags, first = np.unique(bags.cpu().numpy(), return_index=True)
+        return prob.cpu().numpy()[first], labels.cpu().numpy()[first], bags
 
     def on_validation_epoch_end(self):
-        if not self._val_prob:
+        prob, labels, bags = self._validation_outputs()
+        if len(bags) == 0:
             return
-        prob = torch.cat(self._val_prob).numpy()
-        labels = torch.cat(self._val_labels).numpy()
-        self._val_prob, self._val_labels = [], []
-        auroc = per_task_auroc(prob, labels, self.val_groups)
+        groups = self.bag_groups[bags] if self.bag_groups is not None else None
+        auroc = per_task_auroc(prob, labels, groups)
+        # Every process holds the same values; syncing them with "max" is exact (a mean need not be) and tells
+        # Lightning that they are valid across processes. Without distributed training it is a no-op.
+        log = {"sync_dist": True, "reduce_fx": "max"}
         for name, value in zip(self.assays, auroc, strict=True):
             if np.isfinite(value):
-                self.log(f"validation_auroc_{name}", float(value))
+                self.log(f"validation_auroc_{name}", float(value), **log)
         primary = auroc[self.primary_index]
         mean = float(np.nanmean(primary)) if np.isfinite(primary).any() else 0.5
-        self.log(VAL_MEAN_AUROC, mean, prog_bar=True)
+        self.log(VAL_MEAN_AUROC, mean, prog_bar=True, **log)
 
     def configure_optimizers(self):
         params = [p for p in self.module.parameters() if p.requires_grad]
@@ -124,7 +173,8 @@ class RestoreBestWeights(pl.Callback):
     """Keep a copy of the module's weights at the best value of ``monitor`` and restore them when training ends.
 
     Lightning's EarlyStopping stops but does not roll back, and scvi-tools' checkpointing writes whole models to
-    disk; this keeps the best state in memory.
+    disk; this keeps the best state in memory. In distributed runs the decision of process 0 is broadcast, so
+    that every process keeps (and restores) the weights of the same epoch.
     """
 
     def __init__(self, monitor: str = VAL_MEAN_AUROC, mode: str = "max"):
@@ -142,6 +192,8 @@ class RestoreBestWeights(pl.Callback):
             return
         value = float(value)
         better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if trainer.world_size > 1:
+            better = trainer.strategy.broadcast(better, src=0)
         if better:
             self.best, self.best_epoch = value, trainer.current_epoch
             self.state = copy.deepcopy(
