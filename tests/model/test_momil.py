@@ -118,3 +118,17 @@ def test_deepprofiler_cells_as_instances(data_root):
     model = ht.model.MoMIL(cells, n_hidden=16, n_head_hidden=8)
     model.train(max_epochs=2, warmup_epochs=0, batch_size=8, enable_progress_bar=False)
     assert model.get_attention().shape == (cells.n_obs, 1)
+
+
+def test_load_onto_query_data_with_a_single_observed_class(small, tmp_path):
+    """A saved model loads onto a test set whose labels hold one class of an assay: it only predicts there."""
+    ht.model.MoMIL.setup_anndata(small)
+    model = ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4)
+    model.train(max_epochs=2, warmup_epochs=0, batch_size=16, enable_progress_bar=False)
+    model.save(tmp_path / "m")
+    query = small.copy()
+    lab = query.obsm["assays"].copy()
+    lab["assay_03"] = np.where(lab["assay_03"].notna(), 0.0, np.nan)
+    query.obsm["assays"] = lab
+    reloaded = ht.model.MoMIL.load(tmp_path / "m", adata=query)
+    pd.testing.assert_frame_equal(reloaded.predict(query), model.predict(query))

@@ -132,7 +132,10 @@ class MILModelBase(BaseModelClass):
             labels_key=labels_key,
         )
         labels = check_labels(adata, labels_key, bag_key)
-        _check_assays_learnable(labels, adata.obs[bag_key].to_numpy())
+        if kwargs.get("source_registry") is None:
+            # training data; a model loaded onto query data (``load(..., adata=test)``) only predicts, and a
+            # test set may well hold a single observed class of some assay
+            _check_assays_learnable(labels, adata.obs[bag_key].to_numpy())
         if group_key is not None:
             n = adata.obs[group_key].groupby(adata.obs[bag_key].to_numpy()).nunique()
             if (n > 1).any():
