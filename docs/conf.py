@@ -19,8 +19,9 @@ HERE = Path(__file__).resolve().parent
 # hand, default to the shared data folder beside the repository (<repo>/../shared/data). The notebook kernels
 # inherit this environment.
 os.environ.setdefault("HCITOOLS_DATA", str((HERE.parent.parent / "shared" / "data").resolve()))
-# Plots in executed notebooks: no display needed.
-os.environ.setdefault("MPLBACKEND", "Agg")
+# Plots in executed notebooks: Jupyter's inline backend, so that figures land in the pages (the Makefile's
+# MPLBACKEND=Agg, meant for tests, would drop them).
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 
 # -- Project information -----------------------------------------------------------------------------------
 
