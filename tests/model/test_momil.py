@@ -132,3 +132,14 @@ def test_load_onto_query_data_with_a_single_observed_class(small, tmp_path):
     query.obsm["assays"] = lab
     reloaded = ht.model.MoMIL.load(tmp_path / "m", adata=query)
     pd.testing.assert_frame_equal(reloaded.predict(query), model.predict(query))
+
+
+def test_train_with_bags_grouped_by_size(small):
+    ragged = small[small.obs["crop"].astype(int) % 3 != 0].copy()  # drop some crops: ragged bags
+    ragged = ragged[~ragged.obs["well"].duplicated() | (ragged.obs["plate"] != "plate0")].copy()
+    assert ragged.obs["well"].value_counts().nunique() > 1
+    ht.model.MoMIL.setup_anndata(ragged)
+    model = ht.model.MoMIL(ragged, n_hidden=8, n_head_hidden=4)
+    model.train(max_epochs=2, warmup_epochs=0, batch_size=8, group_by_size=True, enable_progress_bar=False)
+    assert len(model.history["train_loss"]) == 2
+    assert np.isfinite(model.predict().to_numpy()).all()

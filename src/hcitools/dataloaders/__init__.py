@@ -1,6 +1,6 @@
 """Bag data, sampler/collate and splitters (:mod:`hcitools.dataloaders`)."""
 
-from ._bags import BagCollator, BagData, BagDataSplitter, bag_loader
+from ._bags import BagCollator, BagData, BagDataSplitter, SizeGroupedSampler, bag_loader
 from ._cells import TensorDataSplitter
 
-__all__ = ["BagCollator", "BagData", "BagDataSplitter", "TensorDataSplitter", "bag_loader"]
+__all__ = ["BagCollator", "BagData", "BagDataSplitter", "SizeGroupedSampler", "TensorDataSplitter", "bag_loader"]

@@ -15,7 +15,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from .._constants import MIL_KEYS
 
@@ -124,6 +124,42 @@ class BagCollator:
         }
 
 
+class SizeGroupedSampler(Sampler[int]):
+    """Random order of bags in which neighbours have similar sizes, to cut padding in ragged batches.
+
+    Each epoch the bags are shuffled, cut into windows of ``window`` batches, and each window is sorted by bag
+    size (stably), so a batch holds bags of similar size while every window remains a random sample (the
+    "group by length" of sequence models). With equal bag sizes the order is the plain shuffle.
+
+    Parameters
+    ----------
+    sizes
+        Instances per bag, one entry per item of the dataset (the sampler yields positions into it).
+    batch_size
+        Bags per batch.
+    window
+        Batches per sorting window.
+    generator
+        Random generator of the shuffle.
+    """
+
+    def __init__(
+        self, sizes: np.ndarray, batch_size: int, window: int = 50, generator: torch.Generator | None = None
+    ):
+        self.sizes = torch.as_tensor(np.asarray(sizes))
+        self.span = max(1, int(batch_size) * int(window))
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.sizes), generator=self.generator)
+        for start in range(0, len(order), self.span):
+            chunk = order[start : start + self.span]
+            yield from chunk[torch.argsort(self.sizes[chunk], stable=True)].tolist()
+
+
 def bag_loader(
     data: BagData,
     bags: np.ndarray,
@@ -132,16 +168,19 @@ def bag_loader(
     shuffle: bool = False,
     seed: int = 0,
     max_instances: int | None = None,
+    group_by_size: bool = False,
 ) -> DataLoader:
-    """A DataLoader yielding padded batches of whole bags (``batch_size`` bags each)."""
+    """A DataLoader yielding padded batches of whole bags (``batch_size`` bags each).
+
+    ``group_by_size`` (with ``shuffle``) batches bags of similar size together (:class:`SizeGroupedSampler`).
+    """
+    bags = np.asarray(bags, dtype=np.int64)
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(
-        np.asarray(bags, dtype=np.int64),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        collate_fn=BagCollator(data, max_instances=max_instances, seed=seed),
-    )
+    collate = BagCollator(data, max_instances=max_instances, seed=seed)
+    if shuffle and group_by_size:
+        sampler = SizeGroupedSampler(data.sizes[bags], batch_size, generator=generator)
+        return DataLoader(bags, batch_size=batch_size, sampler=sampler, collate_fn=collate)
+    return DataLoader(bags, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate)
 
 
 class BagDataSplitter(pl.LightningDataModule):
@@ -163,6 +202,8 @@ class BagDataSplitter(pl.LightningDataModule):
         Seed of the random split, the batch order and subsampling.
     max_instances
         Random instance subsampling of training bags (None = off).
+    group_by_size
+        Batch training bags of similar size together (:class:`SizeGroupedSampler`); off by default.
     """
 
     def __init__(
@@ -174,9 +215,11 @@ class BagDataSplitter(pl.LightningDataModule):
         batch_size: int = 256,
         seed: int = 0,
         max_instances: int | None = None,
+        group_by_size: bool = False,
     ):
         super().__init__()
         self.data = data
+        self.group_by_size = group_by_size
         self.batch_size = batch_size
         self.seed = seed
         self.max_instances = max_instances
@@ -207,6 +250,7 @@ class BagDataSplitter(pl.LightningDataModule):
             shuffle=True,
             seed=self.seed,
             max_instances=self.max_instances,
+            group_by_size=self.group_by_size,
         )
 
     def val_dataloader(self) -> DataLoader | list:

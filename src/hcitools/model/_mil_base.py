@@ -239,6 +239,7 @@ class MILModelBase(BaseModelClass):
         devices: int | str = "auto",
         pos_weight: bool = False,
         max_instances: int | None = None,
+        group_by_size: bool = False,
         enable_progress_bar: bool = True,
         **trainer_kwargs,
     ) -> None:
@@ -270,6 +271,11 @@ class MILModelBase(BaseModelClass):
             Weight positives of each assay by n_neg / n_pos of its observed training labels.
         max_instances
             Randomly subsample training bags larger than this (off by default; never in validation or queries).
+        group_by_size
+            Batch training bags of similar size together (shuffled, then sorted by size within windows of 50
+            batches; ``hcitools.dataloaders.SizeGroupedSampler``). Cuts the padding of very ragged bags
+            (e.g. cells per well); off by default because batches then correlate with bag size, which can carry
+            label information (toxic compounds leave fewer cells).
         enable_progress_bar
             Show Lightning's progress bar.
         **trainer_kwargs
@@ -337,6 +343,7 @@ class MILModelBase(BaseModelClass):
             batch_size=batch_size,
             seed=seed,
             max_instances=max_instances,
+            group_by_size=group_by_size,
         )
         train_labels = data.labels[splitter.train_idx].numpy()
         n_pos = (train_labels == 1).sum(0)
