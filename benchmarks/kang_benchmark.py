@@ -19,7 +19,17 @@ import warnings
 import hcitools as ht
 from hcitools.model._mtae import VARIANTS
 
-METRICS = ["deg_overlap", "r2_all", "r2_top20", "r2_top100", "euclidean", "wasserstein", "edistance", "mean_pairwise", "mmd"]
+METRICS = [
+    "deg_overlap",
+    "r2_all",
+    "r2_top20",
+    "r2_top100",
+    "euclidean",
+    "wasserstein",
+    "edistance",
+    "mean_pairwise",
+    "mmd",
+]
 
 
 def main() -> None:
@@ -61,7 +71,9 @@ def main() -> None:
         print(f"warning: {w.message}")
     winner = ranked.index[0]
     margin = ranked.loc["mean_shift", "score"] - ranked.loc[winner, "score"]
-    print(f"\nwinner: {winner} (score {ranked.loc[winner, 'score']:.3f}); margin over the mean-shift baseline: {margin:.3f}")
+    print(
+        f"\nwinner: {winner} (score {ranked.loc[winner, 'score']:.3f}); margin over the mean-shift baseline: {margin:.3f}"
+    )
     print(f"winner stable when any one metric is left out: {ranked.attrs['winner_stable']}")
     print(f"({time.perf_counter() - start:.0f} s)")
 

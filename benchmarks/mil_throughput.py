@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import time
-
 import warnings
 
 import anndata as ad
@@ -92,7 +91,9 @@ def end_to_end_rate(
     # fully observed random labels (the masked loss costs the same at any density); both classes in every assay
     bag_labels = np.random.default_rng(0).integers(0, 2, (n_bags, data.labels.shape[1])).astype(np.float32)
     adata.obsm["assays"] = pd.DataFrame(
-        bag_labels[bag_of_row], index=adata.obs_names, columns=[f"assay_{t:03d}" for t in range(bag_labels.shape[1])]
+        bag_labels[bag_of_row],
+        index=adata.obs_names,
+        columns=[f"assay_{t:03d}" for t in range(bag_labels.shape[1])],
     )
     ht.model.MoMIL.setup_anndata(adata, bag_key="well")
     model = ht.model.MoMIL(adata, n_hidden=d, n_head_hidden=h)
@@ -178,7 +179,9 @@ def main() -> None:
         f"time of 200 assays / time of 6 assays (batched steps): {rates[(6, 'batched')] / rates[(200, 'batched')]:.2f}×"
     )
     fl = {T: forward_flops_per_bag(mean_n, args.features, d, h, T) for T in (6, 200)}
-    print(f"FLOPs of 200 assays / FLOPs of 6 assays (the compute-bound floor of that ratio): {fl[200] / fl[6]:.1f}×")
+    print(
+        f"FLOPs of 200 assays / FLOPs of 6 assays (the compute-bound floor of that ratio): {fl[200] / fl[6]:.1f}×"
+    )
 
 
 if __name__ == "__main__":

@@ -141,7 +141,11 @@ def test_task_blocks_give_the_same_outputs_and_gradients(head, monkeypatch):
         m.zero_grad()
         res = m.inference(x, mask)
         res["logits"].sum().backward()
-        out[elements] = (res["logits"].detach(), res["attention"].detach(), m.heads.project.weight.grad.clone())
+        out[elements] = (
+            res["logits"].detach(),
+            res["attention"].detach(),
+            m.heads.project.weight.grad.clone(),
+        )
     for a, b in zip(out[2**30], out[1], strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
@@ -153,11 +157,15 @@ def test_size_grouped_sampler_is_a_shuffle_with_less_padding():
 
     rng = np.random.default_rng(0)
     sizes = rng.integers(1, 200, size=1000)
-    order = list(SizeGroupedSampler(sizes, batch_size=10, window=5, generator=torch.Generator().manual_seed(0)))
+    order = list(
+        SizeGroupedSampler(sizes, batch_size=10, window=5, generator=torch.Generator().manual_seed(0))
+    )
     assert sorted(order) == list(range(1000))  # every bag once
     for start in range(0, 1000, 50):  # sorted within each window of 5 batches
         assert np.all(np.diff(sizes[order[start : start + 50]]) >= 0)
-    again = list(SizeGroupedSampler(sizes, batch_size=10, window=5, generator=torch.Generator().manual_seed(0)))
+    again = list(
+        SizeGroupedSampler(sizes, batch_size=10, window=5, generator=torch.Generator().manual_seed(0))
+    )
     assert order == again  # seeded
     # equal sizes: exactly the plain shuffle
     plain = list(RandomSampler(range(100), generator=torch.Generator().manual_seed(3)))

@@ -52,7 +52,9 @@ def test_attention_by_group(trained):
     sizes = adata.obs["well"].map(adata.obs["well"].value_counts()).to_numpy()
     rel = adata.obsm["att"][:, 1] * sizes
     np.testing.assert_allclose(
-        np.bincount(adata.obs["well"].cat.codes, rel) / np.bincount(adata.obs["well"].cat.codes), 1.0, rtol=1e-5
+        np.bincount(adata.obs["well"].cat.codes, rel) / np.bincount(adata.obs["well"].cat.codes),
+        1.0,
+        rtol=1e-5,
     )
     with pytest.raises(KeyError, match="argument `assay`"):
         ht.pl.attention(adata, assay="nope", key="att", groupby="responder")

@@ -3,4 +3,11 @@
 from ._bags import BagCollator, BagData, BagDataSplitter, SizeGroupedSampler, bag_loader
 from ._cells import TensorDataSplitter
 
-__all__ = ["BagCollator", "BagData", "BagDataSplitter", "SizeGroupedSampler", "TensorDataSplitter", "bag_loader"]
+__all__ = [
+    "BagCollator",
+    "BagData",
+    "BagDataSplitter",
+    "SizeGroupedSampler",
+    "TensorDataSplitter",
+    "bag_loader",
+]

@@ -185,7 +185,9 @@ class MultiTaskAttentionHeads(nn.Module):
         blocks = zip(*(layer.chunks(size) for layer in layers), strict=True)
         return _concat_blocks([self._forward_block(h, mask, *block) for block in blocks])
 
-    def _forward_block(self, h, mask, project, attention_vu, attention_w, classifier) -> dict[str, torch.Tensor]:
+    def _forward_block(
+        self, h, mask, project, attention_vu, attention_w, classifier
+    ) -> dict[str, torch.Tensor]:
         H = self.dropout(torch.relu(task_linear(h, *project, shared=True)))  # T × B × N × h
         VU = task_linear(H, *attention_vu)
         if self.gated:
@@ -236,7 +238,9 @@ class MultiTaskDSMILHeads(nn.Module):
         self, h, mask, project, instance_classifier, query, value, bag_classifier
     ) -> dict[str, torch.Tensor]:
         H = self.dropout(torch.relu(task_linear(h, *project, shared=True)))  # T × B × N × h
-        inst = task_linear(H, *instance_classifier).squeeze(-1).masked_fill(~mask[None], float("-inf"))  # T×B×N
+        inst = (
+            task_linear(H, *instance_classifier).squeeze(-1).masked_fill(~mask[None], float("-inf"))
+        )  # T×B×N
         max_score, crit = inst.max(dim=-1)  # T × B
         Q = torch.tanh(task_linear(H, *query))  # T × B × N × q
         q_crit = torch.gather(Q, 2, crit[:, :, None, None].expand(-1, -1, 1, Q.shape[-1]))  # T × B × 1 × q

@@ -123,7 +123,9 @@ def attention(
 
     check_obs_keys(adata, {"groupby": groupby, "bag_key": bag_key})
     if key not in adata.obsm:
-        raise KeyError(f"adata.obsm has no {key!r} (argument `key`); run `ht.tl.momil` or store attention there.")
+        raise KeyError(
+            f"adata.obsm has no {key!r} (argument `key`); run `ht.tl.momil` or store attention there."
+        )
     att = adata.obsm[key]
     if isinstance(att, pd.DataFrame):
         names = list(att.columns)
