@@ -162,8 +162,8 @@ def check_labels(
 ) -> pd.DataFrame:
     """Check the assay labels in ``adata.obsm[labels_key]`` (or a frame about to be stored there) and return them.
 
-    Labels are a pandas DataFrame (n_obs × n_assays) whose index equals ``adata.obs_names``, holding
-    float 1 (active), 0 (inactive) or NaN (not measured), constant within each bag.
+    Labels are a pandas DataFrame (n_obs × n_assays) whose index equals ``adata.obs_names`` and whose columns are
+    assay names (strings), holding float 1 (active), 0 (inactive) or NaN (not measured), constant within each bag.
 
     Parameters
     ----------
@@ -202,6 +202,12 @@ def check_labels(
         )
     if labels.shape[1] == 0:
         raise ValueError(f"adata.obsm[{labels_key!r}] has no assay columns.")
+    not_str = [c for c in labels.columns if not isinstance(c, str)]
+    if not_str:
+        raise TypeError(
+            f"Assay names (the columns of adata.obsm[{labels_key!r}]) must be strings; got {_preview(not_str)}. "
+            f"Rename them: `adata.obsm[{labels_key!r}].columns = adata.obsm[{labels_key!r}].columns.astype(str)`."
+        )
     if labels.columns.duplicated().any():
         raise ValueError(
             f"adata.obsm[{labels_key!r}] has duplicated assay names: {_preview(labels.columns[labels.columns.duplicated()])}."

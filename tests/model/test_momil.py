@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import hcitools as ht
 
@@ -143,3 +144,82 @@ def test_train_with_bags_grouped_by_size(small):
     model.train(max_epochs=2, warmup_epochs=0, batch_size=8, group_by_size=True, enable_progress_bar=False)
     assert len(model.history["train_loss"]) == 2
     assert np.isfinite(model.predict().to_numpy()).all()
+
+
+def test_load_onto_query_without_labels_or_with_other_assays(small, tmp_path):
+    ht.model.MoMIL.setup_anndata(small, group_key="compound")
+    model = _train(ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4))
+    model.save(tmp_path / "m")
+    expected = model.predict(small)
+    unlabelled = small.copy()
+    del unlabelled.obsm["assays"]
+    reloaded = ht.model.MoMIL.load(tmp_path / "m", adata=unlabelled)
+    assert reloaded.assays == model.assays
+    pd.testing.assert_frame_equal(reloaded.predict(unlabelled), expected, atol=1e-6, rtol=1e-6)
+    other = small.copy()
+    other.obsm["assays"] = other.obsm["assays"][["assay_01"]]  # labels of other (fewer) assays
+    reloaded = ht.model.MoMIL.load(tmp_path / "m", adata=other)
+    pd.testing.assert_frame_equal(reloaded.predict(other), expected, atol=1e-6, rtol=1e-6)
+    pd.testing.assert_frame_equal(model.predict(other), expected)  # predict never reads labels
+    with pytest.raises(ValueError, match="lacks the assays"):
+        reloaded.train(max_epochs=1)
+
+
+def test_random_validation_holds_out_whole_compounds(small):
+    ht.model.MoMIL.setup_anndata(small, group_key="compound")
+    model = _train(ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4), validation_size=0.25, max_epochs=1)
+    data = model._bag_data()
+    val = set(data.groups[model.validation_indices])
+    train = set(data.groups[model.train_indices])
+    assert val and train and not (val & train)
+    n_cpd = len(np.unique(data.groups))
+    assert len(val) <= round(0.25 * n_cpd)
+
+
+def test_history_has_every_assay_even_without_auroc(small):
+    lab = small.obsm["assays"].copy()
+    ht.pp.split_compounds(small, method="random", seed=0)
+    small.obs["fold"] = small.obs["fold"].astype(int)
+    # assay_03: negatives only in the validation fold, so its validation AUROC is undefined
+    in_val = (small.obs["fold"] == 1).to_numpy()
+    lab.loc[in_val & lab["assay_03"].notna().to_numpy(), "assay_03"] = 0.0
+    small.obsm["assays"] = lab
+    ht.model.MoMIL.setup_anndata(small, group_key="compound")
+    model = _train(ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4), validation_key="fold", validation_values=1)
+    for assay in small.obsm["assays"].columns:
+        assert f"validation_auroc_{assay}" in model.history
+    assert model.history["validation_auroc_assay_03"].isna().all().all()
+    assert model.history["validation_auroc_assay_00"].notna().all().all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"lr": -1.0}, "lr"),
+        ({"max_epochs": 0}, "max_epochs"),
+        ({"patience": 0}, "patience"),
+        ({"validation_size": 1.0}, "validation_size"),
+        ({"validation_values": [1]}, "needs `validation_key`"),
+        ({"validation_key": "fold"}, "needs `validation_values`"),
+        ({"max_instances": 0}, "max_instances"),
+    ],
+)
+def test_train_argument_errors_before_anything_runs(small, kwargs, match):
+    ht.model.MoMIL.setup_anndata(small)
+    model = ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4)
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        model.train(**kwargs)
+    assert not model.is_trained
+    for k, v in model.module.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_query_level_errors(small):
+    ht.model.MoMIL.setup_anndata(small)  # no group_key
+    model = _train(ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4), max_epochs=1)
+    with pytest.raises(ValueError, match="group_key"):
+        model.predict(level="compound")
+    with pytest.raises(ValueError, match="level"):
+        model.get_latent_representation(level="cell")

@@ -180,3 +180,37 @@ def test_size_grouped_sampler_is_a_shuffle_with_less_padding():
         return sum(b["mask"].numel() for b in loader)
 
     assert padded(True) < 0.7 * padded(False)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_tasks_are_blocked_on_cpu_only(head, monkeypatch):
+    """200 assays at a realistic batch: several blocks on CPU; one block of all tasks on other devices and with
+    TASK_BLOCK_ELEMENTS=None (checked on the meta device, which runs the same code path without a GPU)."""
+    import hcitools.nn._mil as mil
+
+    m = MoMILModule(16, 200, head=head, n_hidden=16, n_head_hidden=64, dropout=0.0)
+    heads = m.heads
+    calls = []
+    original = type(heads)._forward_block
+
+    def counting(self, h, *args):
+        calls.append(args[1][0].shape[0])  # tasks in this block
+        return original(self, h, *args)
+
+    monkeypatch.setattr(type(heads), "_forward_block", counting)
+    x, mask = torch.randn(256, 16, 16), torch.ones(256, 16, dtype=torch.bool)
+    with torch.no_grad():
+        m.inference(x, mask)
+    assert len(calls) > 1 and sum(calls) == 200  # blocks of tasks covering every task once
+    calls.clear()
+    monkeypatch.setattr(mil, "TASK_BLOCK_ELEMENTS", None)
+    with torch.no_grad():
+        m.inference(x, mask)
+    assert calls == [200]
+    monkeypatch.setattr(mil, "TASK_BLOCK_ELEMENTS", 2**20)
+    calls.clear()
+    m_meta = m.to("meta")
+    with torch.no_grad():
+        out = m_meta.inference(x.to("meta"), mask.to("meta"))
+    assert calls == [200]
+    assert out["logits"].shape == (256, 200)

@@ -74,3 +74,72 @@ def test_compare_methods():
     assert (rev["p_value"] > 0.95).all()
     again = ht.tl.compare_methods(good, noise, y, n_boot=300, seed=0)
     pd.testing.assert_frame_equal(res, again)
+
+
+def test_resampled_auroc_matches_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    from hcitools.tl._compare import _resampled_auroc
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, (50, 30)).astype(float)
+    y[:, 0], y[:, 1] = 0, 1  # both classes in every row
+    score = np.round(rng.random((50, 30)), 1)  # ties
+    expected = [roc_auc_score(yi, si) for yi, si in zip(y, score, strict=True)]
+    np.testing.assert_allclose(_resampled_auroc(y, score), expected, atol=1e-12)
+
+
+def test_compare_methods_errors_and_p_value_floor():
+    rng = np.random.default_rng(0)
+    idx = [f"c{i}" for i in range(40)]
+    y = pd.DataFrame({"a": np.tile([0.0, 1.0], 20)}, index=idx)
+    perfect, noise = y.copy(), pd.DataFrame({"a": rng.random(40)}, index=idx)
+    res = ht.tl.compare_methods(perfect, noise, y, n_boot=50)
+    assert res.loc["a", "p_value"] == pytest.approx(1 / (res.loc["a", "n_boot"] + 1))  # never exactly 0
+    with pytest.raises(TypeError, match="pred_a"):
+        ht.tl.compare_methods(y.to_numpy(), noise, y)
+    with pytest.raises(KeyError, match="missing"):
+        ht.tl.compare_methods(perfect, noise, y, assays=["zz"])
+    with pytest.raises(ValueError, match="n_boot"):
+        ht.tl.compare_methods(perfect, noise, y, n_boot=0)
+
+
+def test_tl_momil_checks_arguments_before_training(screen_folds, monkeypatch):
+    """Wrong keyword arguments, unknown primary assays and inconsistent labels fail before any fold trains."""
+    calls = []
+    import hcitools.tl._momil as tl_momil
+
+    monkeypatch.setattr(tl_momil, "_fit_predict", lambda *a, **k: calls.append(1))
+    before = screen_folds.copy()
+    with pytest.raises(TypeError, match="train_kwargs"):
+        ht.tl.momil(screen_folds, max_epochs=3)
+    with pytest.raises(TypeError, match="MeanMLP takes no argument `head`"):
+        ht.tl.momil(screen_folds, method="mean_mlp", head="dsmil")
+    with pytest.raises(TypeError, match="validation_key"):
+        ht.tl.momil(screen_folds, train_kwargs={"validation_key": "fold"})
+    with pytest.raises(ValueError, match="primary_assays"):
+        ht.tl.momil(screen_folds, method="stl", primary_assays=["nope"])
+    lab = screen_folds.obsm["assays"].copy()
+    obs = screen_folds.obs
+    cpd = obs.loc[obs["fold"] >= 0, "compound"].iloc[0]
+    in_cpd = (obs["compound"] == cpd).to_numpy()
+    one_well = in_cpd & (obs["well"] == obs.loc[in_cpd, "well"].iloc[0]).to_numpy()
+    assert (in_cpd & ~one_well).any()  # the compound has several wells
+    lab.loc[in_cpd, "assay_00"] = 0.0
+    lab.loc[one_well, "assay_00"] = 1.0  # constant within each well, but not across the compound's wells
+    screen_folds.obsm["assays"] = lab
+    with pytest.raises(ValueError, match="differ between bags of the same compound"):
+        ht.tl.momil(screen_folds)
+    assert calls == []
+    screen_folds.obsm["assays"] = before.obsm["assays"]
+    assert set(screen_folds.uns) == set(before.uns)
+
+
+def test_non_string_assay_names_are_refused(screen_folds):
+    lab = screen_folds.obsm["assays"].copy()
+    lab.columns = range(lab.shape[1])
+    screen_folds.obsm["assays"] = lab
+    with pytest.raises(TypeError, match="must be strings"):
+        ht.model.MoMIL.setup_anndata(screen_folds)
+    with pytest.raises(TypeError, match="columns.astype"):
+        ht.tl.momil(screen_folds)

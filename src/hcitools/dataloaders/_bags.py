@@ -193,7 +193,8 @@ class BagDataSplitter(pl.LightningDataModule):
     data
         The bags.
     validation_size
-        Fraction of bags held out for validation when ``validation_bags`` is None.
+        Fraction of bags held out for validation when ``validation_bags`` is None; with groups
+        (``data.groups``, e.g. compounds), the fraction of groups, all of whose bags are held out together.
     validation_bags
         Boolean mask over bags: True = validation (e.g. from a fold column).
     batch_size
@@ -230,9 +231,15 @@ class BagDataSplitter(pl.LightningDataModule):
             if not 0 <= validation_size < 1:
                 raise ValueError(f"`validation_size` must be in [0, 1), got {validation_size}.")
             rng = np.random.default_rng(seed)
-            n_val = round(float(validation_size) * data.n_bags)
-            val = np.zeros(data.n_bags, bool)
-            val[rng.choice(data.n_bags, size=n_val, replace=False)] = True
+            if data.groups is not None:
+                # whole groups (compounds): replicate wells of one compound never sit on both sides
+                names = np.unique(data.groups)
+                chosen = rng.choice(len(names), size=round(float(validation_size) * len(names)), replace=False)
+                val = np.isin(data.groups, names[chosen])
+            else:
+                n_val = round(float(validation_size) * data.n_bags)
+                val = np.zeros(data.n_bags, bool)
+                val[rng.choice(data.n_bags, size=n_val, replace=False)] = True
         # Bags without any observed label add nothing to the loss or to AUROC: leave them out of the batches.
         labelled = ~torch.isnan(data.labels).all(dim=1).numpy()
         self.train_idx = all_bags[~val & labelled]

@@ -28,6 +28,15 @@ from ..train._run import history_file_dir, run_training, seed_and_reset
 logger = logging.getLogger("hcitools")
 
 
+class _LabelsField(ObsmField):
+    """The labels (``obsm[labels_key]``). Transferred onto query data (``load(..., adata=query)``) without being
+    read: a model only predicts there, so the query may lack labels or hold other assays; the assays stay those
+    the model was trained on (the source registry's column names)."""
+
+    def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs) -> dict:
+        return {self.COLUMN_NAMES_KEY: list(state_registry[self.COLUMN_NAMES_KEY])}
+
+
 def _check_assays_learnable(labels: pd.DataFrame, bags: np.ndarray) -> None:
     per_bag = labels.groupby(bags, sort=False).first()
     n_pos, n_neg = (per_bag == 1).sum(), (per_bag == 0).sum()
@@ -69,6 +78,48 @@ def _best_epoch_from_history(history: dict | None, n_before: int) -> int | None:
         return None
     values = history[VAL_MEAN_AUROC][VAL_MEAN_AUROC].to_numpy(dtype=float)[n_before:]
     return int(np.argmax(values)) if len(values) else None
+
+
+def _check_train_args(
+    *, validation_key, validation_values, validation_size, max_instances, **numbers
+) -> list | None:
+    """Check the arguments of ``train`` before anything runs; return ``validation_values`` as a list."""
+    rules = {
+        "max_epochs": (lambda v: _is_int(v) and v >= 1, "an integer ≥ 1"),
+        "warmup_epochs": (lambda v: _is_int(v) and v >= 0, "an integer ≥ 0"),
+        "patience": (lambda v: _is_int(v) and v >= 1, "an integer ≥ 1"),
+        "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer ≥ 1 (bags per batch)"),
+        "lr": (lambda v: _is_real(v) and v > 0, "a number > 0"),
+        "weight_decay": (lambda v: _is_real(v) and v >= 0, "a number ≥ 0"),
+    }
+    for name, value in numbers.items():
+        ok, what = rules[name]
+        if not ok(value):
+            raise ValueError(f"`{name}` must be {what}, got {value!r}.")
+    if max_instances is not None and not (_is_int(max_instances) and max_instances >= 1):
+        raise ValueError(f"`max_instances` must be None (off) or an integer ≥ 1, got {max_instances!r}.")
+    if validation_key is None:
+        if validation_values is not None:
+            raise ValueError(
+                "`validation_values` needs `validation_key`, the obs column they are values of "
+                "(e.g. validation_key='fold', validation_values=[3])."
+            )
+        if not (_is_real(validation_size) and 0 <= validation_size < 1):
+            raise ValueError(f"`validation_size` must be in [0, 1), got {validation_size!r}.")
+        return None
+    if validation_values is None:
+        raise ValueError("`validation_key` needs `validation_values`, the values that mark validation bags.")
+    if isinstance(validation_values, str | bytes) or np.ndim(validation_values) == 0:
+        return [validation_values]  # a single value
+    return list(validation_values)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool) and np.isfinite(value)
 
 
 class MILModelBase(BaseModelClass):
@@ -129,13 +180,15 @@ class MILModelBase(BaseModelClass):
             compound_key=group_key,
             rep_key=rep_key,
             layer=layer,
-            labels_key=labels_key,
+            labels_key=None,
         )
-        labels = check_labels(adata, labels_key, bag_key)
-        if kwargs.get("source_registry") is None:
-            # training data; a model loaded onto query data (``load(..., adata=test)``) only predicts, and a
-            # test set may well hold a single observed class of some assay
-            _check_assays_learnable(labels, adata.obs[bag_key].to_numpy())
+        # A model loaded onto query data (``load(..., adata=query)``) only predicts: the query needs no labels,
+        # and a test set may well hold a single observed class of some assay.
+        query = kwargs.get("source_registry") is not None
+        if not query or labels_key in adata.obsm:
+            labels = check_labels(adata, labels_key, bag_key)
+            if not query:
+                _check_assays_learnable(labels, adata.obs[bag_key].to_numpy())
         if group_key is not None:
             n = adata.obs[group_key].groupby(adata.obs[bag_key].to_numpy()).nunique()
             if (n > 1).any():
@@ -149,7 +202,7 @@ class MILModelBase(BaseModelClass):
             if rep_key is not None
             else LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)
         )
-        fields = [x_field, ObsmField(MIL_KEYS.LABELS_REGISTRY, labels_key)]
+        fields = [x_field, _LabelsField(MIL_KEYS.LABELS_REGISTRY, labels_key)]
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         with quiet_loggers("scvi"):  # its "Using column names" note would print on every setup
             adata_manager.register_fields(adata, **kwargs)
@@ -159,8 +212,8 @@ class MILModelBase(BaseModelClass):
     def _init_mil(
         self, adata: AnnData, primary_assays: Sequence[str] | None, module_kwargs: dict[str, Any]
     ) -> None:
-        labels = self.adata_manager.get_from_registry(MIL_KEYS.LABELS_REGISTRY)
-        self.assays = [str(c) for c in getattr(labels, "columns", range(labels.shape[1]))]
+        state = self.adata_manager.get_state_registry(MIL_KEYS.LABELS_REGISTRY)
+        self.assays = [str(c) for c in state[_LabelsField.COLUMN_NAMES_KEY]]
         if primary_assays is not None:
             primary_assays = [str(a) for a in primary_assays]
             unknown = [a for a in primary_assays if a not in self.assays]
@@ -204,14 +257,14 @@ class MILModelBase(BaseModelClass):
                 )
         X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
         labels = None
-        if s["labels_key"] in adata.obsm:
+        if require_labels:  # training; queries never read labels
             lab = check_labels(adata, s["labels_key"], s["bag_key"])
             missing = [a for a in self.assays if a not in lab.columns]
             if missing:
-                raise ValueError(f"adata.obsm[{s['labels_key']!r}] lacks the assays {_preview(missing)}.")
+                raise ValueError(
+                    f"adata.obsm[{s['labels_key']!r}] lacks the assays {_preview(missing)} of the model."
+                )
             labels = lab[self.assays].to_numpy(np.float32)
-        elif require_labels:
-            raise KeyError(f"adata.obsm has no labels {s['labels_key']!r}.")
         groups = (
             adata.obs[s["group_key"]].astype(str).to_numpy()
             if s["group_key"] and s["group_key"] in adata.obs
@@ -258,10 +311,13 @@ class MILModelBase(BaseModelClass):
         batch_size
             Bags per batch.
         validation_size
-            Fraction of bags held out at random for validation (ignored with ``validation_key``).
+            Fraction of bags held out at random for validation (ignored with ``validation_key``). With
+            ``group_key`` registered, whole groups are held out (that fraction of the compounds, with all their
+            bags), so replicate wells of a compound are never on both sides.
         validation_key, validation_values
             Take the validation bags from a user column instead (e.g. ``validation_key="fold"``,
-            ``validation_values=[3]``); constant within bags. Bags with other values are trained on.
+            ``validation_values=[3]``, or a single value ``3``); constant within bags. Bags with other values are
+            trained on.
         seed
             Seeds the weight initialisation (the module is re-initialised before its first training), the
             split, the batch order, subsampling and dropout (through ``lightning.seed_everything``).
@@ -310,6 +366,18 @@ class MILModelBase(BaseModelClass):
 
         Sharded strategies (FSDP, DeepSpeed) and multi-device XLA are not supported and raise a ValueError.
         """
+        validation_values = _check_train_args(
+            max_epochs=max_epochs,
+            warmup_epochs=warmup_epochs,
+            patience=patience,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            validation_size=validation_size,
+            validation_key=validation_key,
+            validation_values=validation_values,
+            max_instances=max_instances,
+        )
         refused = sorted(k for k in trainer_kwargs if k.startswith("early_stopping"))
         if refused:
             raise TypeError(
@@ -320,10 +388,6 @@ class MILModelBase(BaseModelClass):
         data = self._bag_data(require_labels=True)
         val_bags = None
         if validation_key is not None:
-            if validation_values is None:
-                raise ValueError(
-                    "`validation_key` needs `validation_values`, the values that mark validation bags."
-                )
             col = self.adata.obs[validation_key] if validation_key in self.adata.obs else None
             if col is None:
                 raise KeyError(f"adata.obs has no column {validation_key!r} (argument `validation_key`).")
@@ -496,13 +560,20 @@ class MILModelBase(BaseModelClass):
         """
         if level not in ("bag", "compound"):
             raise ValueError(f"`level` must be 'bag' or 'compound', got {level!r}.")
-        data, out = self._run(adata, batch_size)
-        pred = pd.DataFrame(out["prob"], index=pd.Index(data.bag_names, name=None), columns=self.assays)
+        group_key = self._setup["group_key"]
         if level == "compound":
-            if data.groups is None:
+            if group_key is None:
                 raise ValueError(
                     "`level='compound'` needs `group_key` at setup_anndata (e.g. group_key='compound')."
                 )
+            if adata is not None and group_key not in adata.obs:
+                raise KeyError(
+                    f"`level='compound'` averages bags per adata.obs[{group_key!r}] (the `group_key` of "
+                    "setup_anndata), which `adata` lacks."
+                )
+        data, out = self._run(adata, batch_size)
+        pred = pd.DataFrame(out["prob"], index=pd.Index(data.bag_names, name=None), columns=self.assays)
+        if level == "compound":
             pred = pred.groupby(data.groups, sort=False).mean()
         return pred
 
@@ -534,11 +605,11 @@ class MILModelBase(BaseModelClass):
         batch_size
             Bags per forward pass.
         """
+        if level not in ("bag", "instance", "assay"):
+            raise ValueError(f"`level` must be 'bag', 'instance' or 'assay', got {level!r}.")
         data, out = self._run(adata, batch_size)
         if level == "instance":
             return self._unsort(data, out["instance_embedding"])
         if level == "bag":
             return np.stack([e.mean(axis=0) for e in out["instance_embedding"]])
-        if level == "assay":
-            return out["bag_embedding"]
-        raise ValueError(f"`level` must be 'bag', 'instance' or 'assay', got {level!r}.")
+        return out["bag_embedding"]

@@ -6,8 +6,22 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
+
+
+def _resampled_auroc(y: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """AUROC of every row (resample) of ``score`` (B × n) against binary ``y`` (B × n), vectorised.
+
+    The Mann–Whitney identity AUROC = (R₊ − n₊(n₊ + 1)/2) / (n₊ n₋), with R₊ the sum of the (average, for ties)
+    ranks of the positives: scikit-learn's ``roc_auc_score`` takes one resample per call, which made 1000
+    resamples × many assays a Python loop of seconds; rows here are ranked in one ``rankdata`` call.
+    """
+    ranks = rankdata(score, axis=1)
+    n_pos = y.sum(1)
+    n_neg = y.shape[1] - n_pos
+    return ((ranks * y).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def compare_methods(
@@ -23,8 +37,10 @@ def compare_methods(
     """Paired one-sided bootstrap test that method A has a higher AUROC than method B, per assay.
 
     Compounds (rows) with an observed label are resampled with replacement, the same resample for both methods;
-    the p-value is the fraction of resamples where AUROC(A) − AUROC(B) ≤ 0 (resamples holding a single class are
-    skipped). AUROC is scikit-learn's ``roc_auc_score``.
+    the p-value is (k + 1) / (B + 1), with k the number of the B valid resamples where AUROC(A) − AUROC(B) ≤ 0
+    (resamples holding a single class are skipped), so it is never exactly 0. The observed AUROCs are
+    scikit-learn's ``roc_auc_score``; the resampled ones are computed for all resamples at once from ranks
+    (``scipy.stats.rankdata``), equal to ``roc_auc_score`` up to float rounding.
 
     Parameters
     ----------
@@ -56,11 +72,22 @@ def compare_methods(
     >>> float(compare_methods(good, bad, y, n_boot=200).loc["a", "p_value"]) < 0.05
     True
     """
+    for name, frame in (("pred_a", pred_a), ("pred_b", pred_b), ("labels", labels)):
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(
+                f"`{name}` must be a pandas DataFrame (rows = compounds, columns = assays), got "
+                f"{type(frame).__name__}; wrap arrays as `pd.DataFrame(values, index=ids, columns=assays)`."
+            )
+    if not (isinstance(n_boot, int | np.integer) and n_boot >= 1):
+        raise ValueError(f"`n_boot` must be an integer ≥ 1, got {n_boot!r}.")
     common = pred_a.index.intersection(pred_b.index).intersection(labels.index)
     if len(common) == 0:
         raise ValueError("`pred_a`, `pred_b` and `labels` share no row ids.")
     if assays is None:
         assays = [a for a in pred_a.columns if a in pred_b.columns and a in labels.columns]
+    missing = [a for a in assays if not (a in pred_a.columns and a in pred_b.columns and a in labels.columns)]
+    if missing:
+        raise KeyError(f"Assays {missing[:5]} are missing from `pred_a`, `pred_b` or `labels`.")
     rng = np.random.default_rng(seed)
     rows = {}
     for assay in tqdm(assays, desc="bootstrap", disable=not progress):
@@ -75,13 +102,11 @@ def compare_methods(
             continue
         auc_a, auc_b = roc_auc_score(y, a), roc_auc_score(y, b)
         idx = rng.integers(0, len(y), size=(n_boot, len(y)))
-        deltas = []
-        for i in idx:
-            yi = y[i]
-            if 0 < yi.sum() < len(yi):
-                deltas.append(roc_auc_score(yi, a[i]) - roc_auc_score(yi, b[i]))
-        deltas = np.asarray(deltas)
-        p = float((deltas <= 0).mean()) if len(deltas) else np.nan
+        yi = y[idx]
+        valid = (yi.sum(1) > 0) & (yi.sum(1) < len(y))  # resamples holding both classes
+        deltas = _resampled_auroc(yi[valid], a[idx[valid]]) - _resampled_auroc(yi[valid], b[idx[valid]])
+        # one-sided p-value of H0 "A is not better", with the +1 correction (never exactly 0)
+        p = float(((deltas <= 0).sum() + 1) / (len(deltas) + 1)) if len(deltas) else np.nan
         rows[assay] = (auc_a, auc_b, auc_a - auc_b, p, len(deltas), n_pos, n_neg)
     return pd.DataFrame.from_dict(
         rows, orient="index", columns=["auroc_a", "auroc_b", "delta", "p_value", "n_boot", "n_pos", "n_neg"]

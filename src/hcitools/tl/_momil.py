@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -53,6 +54,28 @@ def bag_size_baseline(
     sizes = adata.obs.groupby(bags).size()
     group = adata.obs[group_key].astype(str).groupby(bags).first()
     return -sizes.groupby(group.loc[sizes.index].to_numpy()).mean()
+
+
+def _check_kwargs(Model, model_kwargs: dict, train_kwargs: dict | None) -> None:
+    """Refuse keyword arguments the model class does not take, before any fold is trained."""
+    taken = set(inspect.signature(Model.__init__).parameters) - {"self", "adata", "primary_assays"}
+    train_args = set(inspect.signature(Model.train).parameters) - {"self", "trainer_kwargs"}
+    for name in model_kwargs:
+        if name in taken:
+            continue
+        if name in train_args:
+            raise TypeError(
+                f"`{name}` is an argument of `model.train`; pass it as `train_kwargs={{{name!r}: ...}}`."
+            )
+        raise TypeError(
+            f"{Model.__name__} takes no argument `{name}` (passed through `**model_kwargs`); it takes "
+            f"{sorted(taken)}."
+        )
+    fixed = {"validation_key", "validation_values"} & set(train_kwargs or {})
+    if fixed:
+        raise TypeError(
+            f"`ht.tl.momil` validates on the fold after the test fold itself; `train_kwargs` cannot set {sorted(fixed)}."
+        )
 
 
 def _fit_predict(
@@ -164,7 +187,8 @@ def momil(
     copy
         Return a copy with the results instead of writing into ``adata``.
     **model_kwargs
-        Passed to the model (e.g. ``head="dsmil"``, ``n_hidden=64``).
+        Passed to the model (e.g. ``head="dsmil"``, ``n_hidden=64``); checked against the model class of
+        ``method`` before any training.
 
     Returns
     -------
@@ -199,6 +223,21 @@ def momil(
     check_folds(adata, compound_key=group_key, fold_key=fold_key)
     n_folds = int(folds.max()) + 1
     assays = [str(c) for c in labels.columns]
+    by_cpd = labels.groupby(adata.obs[group_key].astype(str).to_numpy())
+    if (by_cpd.nunique(dropna=False) > 1).any().any():
+        raise ValueError(
+            f"Labels in adata.obsm[{labels_key!r}] differ between bags of the same compound ({group_key!r}); "
+            "they must be per compound (see `ht.pp.assign_labels`)."
+        )
+    if primary_assays is not None:
+        primary_assays = [str(a) for a in primary_assays]
+        unknown = [a for a in primary_assays if a not in assays]
+        if unknown or not primary_assays:
+            raise ValueError(
+                f"`primary_assays` must name assays of adata.obsm[{labels_key!r}]; unknown: {unknown or '(empty)'}. "
+                f"Assays are {assays[:10]}{' …' if len(assays) > 10 else ''}."
+            )
+    _check_kwargs(_model_class(method), model_kwargs, train_kwargs)
     out_assays = [str(a) for a in primary_assays] if (method == "stl" and primary_assays) else assays
     setup = {
         "bag_key": bag_key,
@@ -226,12 +265,6 @@ def momil(
     bags = adata.obs[bag_key].astype(str)
     bag_group = adata.obs[group_key].astype(str).groupby(bags.to_numpy()).first()
     predictions = bag_pred.groupby(bag_group.loc[bag_pred.index].to_numpy()).mean()
-    by_cpd = labels.groupby(adata.obs[group_key].astype(str).to_numpy())
-    if (by_cpd.nunique(dropna=False) > 1).any().any():
-        raise ValueError(
-            f"Labels in adata.obsm[{labels_key!r}] differ between bags of the same compound ({group_key!r}); "
-            "they must be per compound (see `ht.pp.assign_labels`)."
-        )
     cpd_labels = by_cpd.first().loc[predictions.index]
     size = bag_size_baseline(adata, bag_key=bag_key, group_key=group_key).loc[predictions.index]
     baseline = pd.DataFrame({a: size.to_numpy() for a in out_assays}, index=predictions.index)

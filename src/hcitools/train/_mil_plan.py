@@ -38,8 +38,9 @@ class MILTrainingPlan(pl.LightningModule):
     """Optimisation and metrics of MIL classifiers (a Lightning module used as scvi-tools' training plan).
 
     scvi-tools' :class:`~scvi.train.TrainingPlan` logs ELBO terms; a classifier needs task metrics instead, so
-    this plan logs ``train_loss`` per epoch and, after each validation epoch, ``validation_auroc_<assay>`` and
-    ``validation_mean_auroc`` (mean over ``primary_assays``, the early-stopping monitor).
+    this plan logs ``train_loss`` per epoch and, after each validation epoch, ``validation_auroc_<assay>`` (NaN when
+    the validation bags hold a single observed class of the assay) and ``validation_mean_auroc`` (mean over the
+    finite AUROCs of ``primary_assays``, 0.5 when there is none; the early-stopping monitor).
 
     Under data-parallel training (Lightning's DDP strategies) each process validates a shard of the validation
     bags. The probabilities, labels and bag indices of all shards are gathered, bags that the distributed
@@ -155,9 +156,8 @@ class MILTrainingPlan(pl.LightningModule):
         # Every process holds the same values; syncing them with "max" is exact (a mean need not be) and tells
         # Lightning that they are valid across processes. Without distributed training it is a no-op.
         log = {"sync_dist": True, "reduce_fx": "max"}
-        for name, value in zip(self.assays, auroc, strict=True):
-            if np.isfinite(value):
-                self.log(f"validation_auroc_{name}", float(value), **log)
+        for name, value in zip(self.assays, auroc, strict=True):  # NaN: a single observed class this epoch
+            self.log(f"validation_auroc_{name}", float(value), **log)
         primary = auroc[self.primary_index]
         mean = float(np.nanmean(primary)) if np.isfinite(primary).any() else 0.5
         self.log(VAL_MEAN_AUROC, mean, prog_bar=True, **log)
