@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 import hcitools as ht
@@ -83,3 +84,15 @@ def test_aggregate_modz_to_compounds(screen):
     assert (cpds[c].X.ravel() >= members.min(axis=0) - 1e-5).all()
     with pytest.raises(ValueError, match="how"):
         ht.pp.aggregate(screen, how="max")
+
+
+def test_group_folds_do_not_depend_on_row_order():
+    """Same seed, same folds: the assignment must not depend on how the groups' tied sizes happen to be ordered
+    (pandas 2 and 3 order value_counts ties differently)."""
+    from hcitools.pp._split import _balanced_assignment
+
+    groups = pd.Series([f"g{i % 7}" for i in range(70)], index=[f"c{i}" for i in range(70)])  # 7 ties of size 10
+    a = _balanced_assignment(groups, 5, np.random.default_rng(0))
+    shuffled = groups.sample(frac=1.0, random_state=1)
+    b = _balanced_assignment(shuffled, 5, np.random.default_rng(0))
+    pd.testing.assert_series_equal(a, b.loc[a.index])

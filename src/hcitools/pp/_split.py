@@ -89,7 +89,9 @@ def _scaffolds(smiles: pd.Series) -> pd.Series:
 
 def _balanced_assignment(group_of: pd.Series, n_folds: int, rng: np.random.Generator) -> pd.Series:
     """Assign groups (largest first, ties in random order) to the fold with the fewest compounds so far."""
-    sizes = group_of.value_counts()
+    # start from groups sorted by name: value_counts orders ties differently across pandas versions, and the
+    # same seed must give the same folds everywhere
+    sizes = group_of.value_counts().sort_index()
     order = sizes.sample(frac=1.0, random_state=rng.integers(2**31 - 1)).sort_values(
         ascending=False, kind="stable"
     )
