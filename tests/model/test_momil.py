@@ -105,6 +105,10 @@ def test_setup_errors(small):
         ht.model.MoMIL(small, primary_assays=["nope"])
     with pytest.raises(ValueError, match="head"):
         ht.model.MoMIL(small, head="transformer")
+    with pytest.raises(ValueError, match="n_hidden"):
+        ht.model.MoMIL(small, n_hidden=0)
+    with pytest.raises(ValueError, match="dropout"):
+        ht.model.MeanMLP(small, dropout=1.0)
 
 
 def test_deepprofiler_cells_as_instances(data_root):
@@ -185,7 +189,9 @@ def test_history_has_every_assay_even_without_auroc(small):
     lab.loc[in_val & lab["assay_03"].notna().to_numpy(), "assay_03"] = 0.0
     small.obsm["assays"] = lab
     ht.model.MoMIL.setup_anndata(small, group_key="compound")
-    model = _train(ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4), validation_key="fold", validation_values=1)
+    model = _train(
+        ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4), validation_key="fold", validation_values=1
+    )
     for assay in small.obsm["assays"].columns:
         assert f"validation_auroc_{assay}" in model.history
     assert model.history["validation_auroc_assay_03"].isna().all().all()
@@ -223,3 +229,63 @@ def test_query_level_errors(small):
         model.predict(level="compound")
     with pytest.raises(ValueError, match="level"):
         model.get_latent_representation(level="cell")
+
+
+def test_pos_weight_is_n_neg_over_n_pos_of_training_bags(small):
+    from hcitools.module._mil import masked_bce
+
+    ht.model.MoMIL.setup_anndata(small)
+    model = _train(ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4), pos_weight=True, max_epochs=1)
+    data = model._bag_data(require_labels=True)
+    lab = data.labels[model.train_indices].numpy()
+    expected = (lab == 0).sum(0) / (lab == 1).sum(0)
+    np.testing.assert_allclose(model.module.pos_weight.numpy(), expected, rtol=1e-6)
+    assert model.module.use_pos_weight
+    # the weight multiplies the loss of positives only
+    logits, labels = torch.zeros(2, 1), torch.tensor([[1.0], [0.0]])
+    plain, _ = masked_bce(logits, labels)
+    weighted, _ = masked_bce(logits, labels, pos_weight=torch.tensor([3.0]))
+    torch.testing.assert_close(weighted, plain * 2)  # (3 + 1) / 2 × log 2 against (1 + 1) / 2 × log 2
+
+
+def test_warmup_epochs_hold_off_early_stopping(small):
+    ht.model.MoMIL.setup_anndata(small)
+    # a learning rate this small leaves the validation AUROC flat: early stopping fires as soon as it may
+    stopped = _train(ht.model.MoMIL(small, n_hidden=8), lr=1e-12, max_epochs=8, patience=1, warmup_epochs=0)
+    held = _train(ht.model.MoMIL(small, n_hidden=8), lr=1e-12, max_epochs=8, patience=1, warmup_epochs=8)
+    assert len(stopped.history["train_loss"]) < 8
+    assert len(held.history["train_loss"]) == 8
+
+
+def test_max_instances_subsamples_training_bags_only(small):
+    ht.model.MoMIL.setup_anndata(small)
+    model = _train(ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4), max_instances=3, max_epochs=1)
+    from hcitools.dataloaders import BagDataSplitter
+
+    data = model._bag_data(require_labels=True)
+    splitter = BagDataSplitter(data, batch_size=16, max_instances=3)
+    train_batch = next(iter(splitter.train_dataloader()))
+    val_batch = next(iter(splitter.val_dataloader()))
+    assert int(train_batch["mask"].sum(1).max()) == 3
+    val_sizes = torch.as_tensor(data.sizes[val_batch["bag_index"].numpy()])
+    torch.testing.assert_close(val_batch["mask"].sum(1), val_sizes)
+    assert int(val_sizes.max()) > 3
+    att = model.get_attention()  # queries use every instance
+    assert (att > 0).all()
+
+
+def test_compound_predictions_and_latent_levels(small):
+    ht.model.MoMIL.setup_anndata(small, group_key="compound")
+    model = _train(ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4), max_epochs=1)
+    bags = model.predict()
+    cpd = model.predict(level="compound")
+    bag_cpd = small.obs.groupby("well", observed=True)["compound"].first().astype(str)
+    expected = bags.groupby(bag_cpd.loc[bags.index].to_numpy()).mean()
+    pd.testing.assert_frame_equal(cpd.sort_index(), expected.sort_index(), atol=1e-6, rtol=1e-6)
+    inst = model.get_latent_representation(level="instance")
+    assert inst.shape == (small.n_obs, 8)
+    bag = model.get_latent_representation(level="bag")
+    mean_inst = pd.DataFrame(inst).groupby(small.obs["well"].astype(str).to_numpy(), sort=False).mean()
+    np.testing.assert_allclose(bag, mean_inst.loc[bags.index].to_numpy(), atol=1e-5)
+    per_assay = model.get_latent_representation(level="assay")
+    assert per_assay.shape == (len(bags), 4, 4)

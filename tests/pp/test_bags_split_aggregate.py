@@ -91,7 +91,9 @@ def test_group_folds_do_not_depend_on_row_order():
     (pandas 2 and 3 order value_counts ties differently)."""
     from hcitools.pp._split import _balanced_assignment
 
-    groups = pd.Series([f"g{i % 7}" for i in range(70)], index=[f"c{i}" for i in range(70)])  # 7 ties of size 10
+    groups = pd.Series(
+        [f"g{i % 7}" for i in range(70)], index=[f"c{i}" for i in range(70)]
+    )  # 7 ties of size 10
     a = _balanced_assignment(groups, 5, np.random.default_rng(0))
     shuffled = groups.sample(frac=1.0, random_state=1)
     b = _balanced_assignment(shuffled, 5, np.random.default_rng(0))

@@ -234,7 +234,9 @@ class BagDataSplitter(pl.LightningDataModule):
             if data.groups is not None:
                 # whole groups (compounds): replicate wells of one compound never sit on both sides
                 names = np.unique(data.groups)
-                chosen = rng.choice(len(names), size=round(float(validation_size) * len(names)), replace=False)
+                chosen = rng.choice(
+                    len(names), size=round(float(validation_size) * len(names)), replace=False
+                )
                 val = np.isin(data.groups, names[chosen])
             else:
                 n_val = round(float(validation_size) * data.n_bags)

@@ -13,7 +13,9 @@ from ._mil_base import MILModelBase
 class MeanMLP(MILModelBase):
     """Baseline: mean-pool each bag's instances, then an MLP with one output per assay (one or many assays).
 
-    Same API as :class:`~hcitools.model.MoMIL`; its "attention" is uniform over each bag.
+    Same API as :class:`~hcitools.model.MoMIL`; its "attention" is uniform over each bag. It has no instance
+    projector: ``get_latent_representation(level="instance")`` returns the input instances and ``level="bag"``
+    their mean per bag; ``level="assay"`` holds its hidden layer (the same for every assay).
 
     Parameters
     ----------

@@ -119,7 +119,11 @@ def _is_int(value) -> bool:
 
 
 def _is_real(value) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool) and np.isfinite(value)
+    return (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool)
+        and np.isfinite(value)
+    )
 
 
 class MILModelBase(BaseModelClass):
@@ -212,6 +216,12 @@ class MILModelBase(BaseModelClass):
     def _init_mil(
         self, adata: AnnData, primary_assays: Sequence[str] | None, module_kwargs: dict[str, Any]
     ) -> None:
+        for name in ("n_hidden", "n_head_hidden"):
+            if name in module_kwargs and not (_is_int(module_kwargs[name]) and module_kwargs[name] >= 1):
+                raise ValueError(f"`{name}` must be an integer ≥ 1, got {module_kwargs[name]!r}.")
+        dropout = module_kwargs.get("dropout", 0.0)
+        if not (_is_real(dropout) and 0 <= dropout < 1):
+            raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
         state = self.adata_manager.get_state_registry(MIL_KEYS.LABELS_REGISTRY)
         self.assays = [str(c) for c in state[_LabelsField.COLUMN_NAMES_KEY]]
         if primary_assays is not None:
@@ -578,9 +588,19 @@ class MILModelBase(BaseModelClass):
         return pred
 
     def get_attention(self, adata: AnnData | None = None, *, batch_size: int = 256) -> np.ndarray:
-        """Attention of every instance for every assay: ndarray n_obs × n_assays; each bag's column sums to 1.
+        """Attention of every instance for every assay; within each bag, each assay's attention sums to 1.
 
-        Rows follow ``adata.obs_names``. Nothing is written into ``adata``.
+        Parameters
+        ----------
+        adata
+            Instances (same representation as at setup); default the training AnnData. Labels are not needed.
+        batch_size
+            Bags per forward pass.
+
+        Returns
+        -------
+        ndarray n_obs × n_assays, rows following ``adata.obs_names``, columns ``model.assays``. Nothing is written
+        into ``adata`` (:func:`hcitools.tl.momil` stores it in ``obsm``).
         """
         data, out = self._run(adata, batch_size)
         return self._unsort(data, out["attention"])
@@ -600,10 +620,15 @@ class MILModelBase(BaseModelClass):
             Instances (default: the training AnnData).
         level
             ``"instance"``: the shared projection of every instance (n_obs × d, rows follow ``adata``);
-            ``"bag"``: the masked mean of the projected instances of each bag (n_bags × d, rows in order of first
-            appearance of the bags); ``"assay"``: each assay's attention-pooled bag embedding (n_bags × T × h).
+            ``"bag"``: the mean of the projected instances of each bag (n_bags × d, rows in the order of
+            ``predict``); ``"assay"``: each assay's attention-pooled bag embedding (n_bags × T × h). Baselines
+            without a projector (:class:`~hcitools.model.MeanMLP`) return their inputs at ``"instance"``.
         batch_size
             Bags per forward pass.
+
+        Returns
+        -------
+        ndarray as above. Nothing is written into ``adata``.
         """
         if level not in ("bag", "instance", "assay"):
             raise ValueError(f"`level` must be 'bag', 'instance' or 'assay', got {level!r}.")

@@ -30,7 +30,7 @@ class MoMIL(MILModelBase):
     n_head_hidden
         Dimension of each assay head.
     dropout
-        Dropout rate.
+        Dropout rate, after the shared projector and on the projected instances of each head.
     primary_assays
         Assays whose mean validation AUROC drives early stopping and model selection (default: all).
 

@@ -94,7 +94,7 @@ class MoMILModule(MILModuleBase):
     n_head_hidden
         Per-assay head dimension h.
     dropout
-        Dropout after the shared projector.
+        Dropout after the shared projector and on each head's projected instances.
     """
 
     def __init__(
@@ -114,7 +114,7 @@ class MoMILModule(MILModuleBase):
                 n_tasks, n_hidden, n_head_hidden, gated=head == "gated_abmil", dropout=dropout
             )
         elif head == "dsmil":
-            self.heads = MultiTaskDSMILHeads(n_tasks, n_hidden, n_head_hidden)
+            self.heads = MultiTaskDSMILHeads(n_tasks, n_hidden, n_head_hidden, dropout=dropout)
         else:
             raise ValueError(f"`head` must be 'gated_abmil', 'abmil' or 'dsmil', got {head!r}.")
 

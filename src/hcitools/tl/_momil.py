@@ -78,6 +78,25 @@ def _check_kwargs(Model, model_kwargs: dict, train_kwargs: dict | None) -> None:
         )
 
 
+def _evaluate_with_primary(
+    pred: pd.DataFrame, labels: pd.DataFrame, primary: list[str] | None
+) -> pd.DataFrame:
+    """:func:`evaluate_assays`, plus a ``"primary mean"`` row (mean over ``primary``) when primary assays are
+    given and are not all the assays."""
+    ev = evaluate_assays(pred, labels)
+    primary = [a for a in (primary or []) if a in ev.index]
+    if primary and len(primary) < len(ev) - 1:
+        rows = ev.loc[primary]
+        ev.loc["primary mean"] = [
+            rows["auroc"].mean(),
+            rows["auprc"].mean(),
+            int(rows["n_pos"].sum()),
+            int(rows["n_neg"].sum()),
+        ]
+        ev[["n_pos", "n_neg"]] = ev[["n_pos", "n_neg"]].astype(int)
+    return ev
+
+
 def _fit_predict(
     method,
     train: AnnData,
@@ -196,7 +215,8 @@ def momil(
 
     - ``uns[key_added]``: ``predictions`` (compounds × assays, test-fold probabilities), ``evaluation`` (per-assay
       AUROC / AUPRC / counts from :func:`evaluate_assays`, for the model and for the bag-size baseline, column
-      ``method``), ``params``;
+      ``method``; rows ``"macro mean"`` over all assays and, with ``primary_assays``, ``"primary mean"``),
+      ``params``;
     - ``obsm[f"{key_added}_attention"]``: n_obs × n_assays attention of each instance in its test fold (NaN for
       unused instances).
     """
@@ -270,8 +290,8 @@ def momil(
     baseline = pd.DataFrame({a: size.to_numpy() for a in out_assays}, index=predictions.index)
     evaluation = pd.concat(
         [
-            evaluate_assays(predictions, cpd_labels).assign(method=method),
-            evaluate_assays(baseline, cpd_labels).assign(method="bag_size"),
+            _evaluate_with_primary(predictions, cpd_labels, primary_assays).assign(method=method),
+            _evaluate_with_primary(baseline, cpd_labels, primary_assays).assign(method="bag_size"),
         ]
     )
     evaluation.index.name = "assay"
