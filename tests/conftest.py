@@ -5,6 +5,13 @@ from pathlib import Path
 
 import pytest
 
+# pytest-xdist runs several workers: give each its share of the cores, or torch's default (all cores per process)
+# oversubscribes the CPU and every training slows down many times over.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 DATA = Path(os.environ.get("HCITOOLS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 os.environ.setdefault("HCITOOLS_DATA", str(DATA))
 

@@ -108,7 +108,7 @@ def test_setup_errors(small):
     with pytest.raises(ValueError, match="n_hidden"):
         ht.model.MoMIL(small, n_hidden=0)
     with pytest.raises(ValueError, match="dropout"):
-        ht.model.MeanMLP(small, dropout=1.0)
+        ht.model.MoMIL(small, dropout=1.0)
 
 
 def test_deepprofiler_cells_as_instances(data_root):
