@@ -41,7 +41,8 @@ def test_tl_momil_writes_results(screen_folds, method):
     pred_of_row = res["predictions"].loc[adata.obs.loc[used, "compound"].astype(str), list(att.columns)]
     np.testing.assert_array_equal(att[used].isna().to_numpy(), pred_of_row.isna().to_numpy())
     sums = att[used].groupby(adata.obs.loc[used, "well"].astype(str).to_numpy()).sum(min_count=1)
-    np.testing.assert_allclose(sums.stack().to_numpy(), 1.0, atol=1e-5)
+    sums = sums.to_numpy()
+    np.testing.assert_allclose(sums[~np.isnan(sums)], 1.0, atol=1e-5)
     assert res["params"]["method"] == method
 
 
