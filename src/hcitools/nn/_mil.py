@@ -134,7 +134,12 @@ def _block_size(n_tasks: int, n_rows: int, width: int, device: torch.device) -> 
     return max(1, TASK_BLOCK_ELEMENTS // max(1, n_rows * width))
 
 
-def _concat_blocks(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def _forward_in_blocks(heads: nn.Module, layers: tuple, h: torch.Tensor, mask: torch.Tensor, width: int):
+    """Run ``heads._forward_block`` on consecutive blocks of tasks (views of the ``layers``' weights) and
+    concatenate the outputs along the task axis (dim 1)."""
+    size = _block_size(layers[0].weight.shape[0], h.shape[0] * h.shape[1], width, h.device)
+    blocks = zip(*(layer.chunks(size) for layer in layers), strict=True)
+    parts = [heads._forward_block(h, mask, *block) for block in blocks]
     return {k: torch.cat([p[k] for p in parts], dim=1) for k in parts[0]}
 
 
@@ -186,12 +191,8 @@ class MultiTaskAttentionHeads(nn.Module):
         On CPU, tasks are processed in blocks (all tasks of a block in one batched product; see
         ``TASK_BLOCK_ELEMENTS``); on accelerators all tasks run at once.
         """
-        size = _block_size(
-            self.project.weight.shape[0], h.shape[0] * h.shape[1], 2 * self.n_attention, h.device
-        )
         layers = (self.project, self.attention_vu, self.attention_w, self.classifier)
-        blocks = zip(*(layer.chunks(size) for layer in layers), strict=True)
-        return _concat_blocks([self._forward_block(h, mask, *block) for block in blocks])
+        return _forward_in_blocks(self, layers, h, mask, 2 * self.n_attention)
 
     def _forward_block(
         self, h, mask, project, attention_vu, attention_w, classifier
@@ -237,12 +238,8 @@ class MultiTaskDSMILHeads(nn.Module):
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """``h``: B × N × n_input; returns ``logits`` B × T, ``attention`` B × T × N, ``bag_embedding`` B × T × h."""
-        size = _block_size(
-            self.project.weight.shape[0], h.shape[0] * h.shape[1], 2 * self.value.weight.shape[2], h.device
-        )
         layers = (self.project, self.instance_classifier, self.query, self.value, self.bag_classifier)
-        blocks = zip(*(layer.chunks(size) for layer in layers), strict=True)
-        return _concat_blocks([self._forward_block(h, mask, *block) for block in blocks])
+        return _forward_in_blocks(self, layers, h, mask, 2 * self.value.weight.shape[2])
 
     def _forward_block(
         self, h, mask, project, instance_classifier, query, value, bag_classifier

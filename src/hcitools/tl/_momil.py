@@ -86,13 +86,7 @@ def _evaluate_with_primary(
     ev = evaluate_assays(pred, labels)
     primary = [a for a in (primary or []) if a in ev.index]
     if primary and len(primary) < len(ev) - 1:
-        rows = ev.loc[primary]
-        ev.loc["primary mean"] = [
-            rows["auroc"].mean(),
-            rows["auprc"].mean(),
-            int(rows["n_pos"].sum()),
-            int(rows["n_neg"].sum()),
-        ]
+        ev.loc["primary mean"] = evaluate_assays(pred, labels, assays=primary).loc["macro mean"]
         ev[["n_pos", "n_neg"]] = ev[["n_pos", "n_neg"]].astype(int)
     return ev
 
@@ -121,8 +115,6 @@ def _fit_predict(
                 f"fold {val_fold}: assays {sorted(set(assays) - set(ok))} have a single class in training; not predicted"
             )
             train.obsm[setup["labels_key"]] = lab[ok]
-            test = test.copy()
-            test.obsm.pop(setup["labels_key"], None)
         primary_ok = [a for a in primary if a in ok] if primary else None
         if primary and not primary_ok:
             logger.warning(
@@ -148,11 +140,8 @@ def _fit_predict(
         Model.setup_anndata(sub, **setup)
         model = Model(sub, **model_kwargs)
         model.train(validation_key=fold_key, validation_values=[val_fold], **train_kwargs)
-        t = test.copy()
-        if setup["labels_key"] in t.obsm:
-            del t.obsm[setup["labels_key"]]
-        preds.append(model.predict(t)[assay])
-        atts.append(model.get_attention(t))
+        preds.append(model.predict(test)[assay])  # queries never read labels
+        atts.append(model.get_attention(test))
     return pd.concat(preds, axis=1), np.hstack(atts)
 
 
