@@ -34,11 +34,42 @@ DATA_ENV = _DataEnv()
 
 
 class _MILKeys(NamedTuple):
+    """Keys of a batch of bags (the collate's output) and of the MIL models' registered fields."""
+
     X: str = "X"
     MASK: str = "mask"
     LABELS: str = "labels"
     BAG_INDEX: str = "bag_index"
     LABELS_REGISTRY: str = "assays"
+    BAG_REGISTRY: str = "bag"
+    GROUP_REGISTRY: str = "group"
+    BATCH_REGISTRY: str = "batch"
 
 
 MIL_KEYS = _MILKeys()
+
+
+class _ModuleKeys(NamedTuple):
+    """Names of module outputs (``inference`` dicts and loss terms); queries return what a module declares."""
+
+    LOGITS: str = "logits"  # B × T, the prediction (DSMIL: mean of its two streams)
+    INSTANCE_LOGITS: str = "instance_logits"  # B × T, DSMIL's max-instance stream
+    BAG_LOGITS: str = "bag_logits"  # B × T, DSMIL's bag stream
+    ATTENTION: str = "attention"  # B × T × N
+    BAG_EMBEDDING: str = "bag_embedding"  # B × T × h
+    INSTANCE_EMBEDDING: str = "instance_embedding"  # B × N × d
+    TASK_LOSS: str = "task_loss"  # T, undetached per-task loss
+    TASK_COUNT: str = "task_count"  # T, observed labels per task in the batch
+
+
+MODULE_KEYS = _ModuleKeys()
+
+
+class _PerturbationRegistryKeys(NamedTuple):
+    """Registered fields of the perturbation models."""
+
+    CONDITION: str = "condition"
+    CELL_TYPE: str = "cell_type"
+
+
+PERTURBATION_REGISTRY_KEYS = _PerturbationRegistryKeys()

@@ -8,15 +8,13 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 from anndata import AnnData
+from scipy import sparse
 
+# Library-safe logging: a NullHandler and propagation to the application's handlers (no handler of our own).
 logger = logging.getLogger("hcitools")
-if not logger.handlers:  # one handler, scanpy-like terse output
-    _handler = logging.StreamHandler()
-    _handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(_handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+logger.addHandler(logging.NullHandler())
 
 _EXTRAS = {"rdkit": "chem", "copairs": "eval", "pertpy": None, "ot": None}
 
@@ -30,6 +28,15 @@ def import_optional(module: str, purpose: str) -> Any:
         extra = _EXTRAS.get(module)
         hint = f"pip install 'hcitools[{extra}]'" if extra else f"pip install {dist}"
         raise ImportError(f"{purpose} needs the package {dist!r}, which is not installed: {hint}") from err
+
+
+def to_dense(X: Any, dtype: Any = None) -> np.ndarray:
+    """A dense ndarray of ``X`` (scipy sparse, numpy, backed or array-like), optionally cast to ``dtype``.
+
+    The one dense conversion of the package; it copies only when it must (sparse input or a dtype change).
+    """
+    X = X.toarray() if sparse.issparse(X) or hasattr(X, "toarray") else np.asarray(X)
+    return X if dtype is None else X.astype(dtype, copy=False)
 
 
 def check_free_keys(adata: AnnData, where: Mapping[str, str | None], *, overwrite: bool = False) -> None:

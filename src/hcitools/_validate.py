@@ -20,6 +20,7 @@ from ._constants import HCI_KEYS, PERTURBATION_KEYS
 
 __all__ = [
     "check_bag_key",
+    "check_constant_within",
     "check_controls",
     "check_labels",
     "check_obs_keys",
@@ -42,6 +43,47 @@ def check_anndata(adata: Any, arg: str = "adata") -> None:
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(
             f"`{arg}` is empty (shape {adata.shape}); it needs at least one instance and one feature."
+        )
+
+
+def check_constant_within(
+    values: Any,
+    groups: Any,
+    *,
+    what: str,
+    group_what: str,
+    fix: str = "",
+    dropna: bool = False,
+) -> None:
+    """Raise a ValueError if ``values`` are not constant within each group of ``groups``.
+
+    The one check behind "labels constant within a bag", "a bag belongs to one compound", "a fold is constant
+    within a compound" and the like.
+
+    Parameters
+    ----------
+    values
+        One value per row (array-like or Series), or a DataFrame (every column checked).
+    groups
+        Group of each row.
+    what, group_what
+        How the message names the values and the groups, e.g. ``"adata.obs['compound'] (argument `group_key`)"``
+        and ``"bags of adata.obs['well']"``.
+    fix
+        A sentence telling the user how to fix it.
+    dropna
+        Ignore missing values (otherwise a mix of NaN and a value counts as varying).
+    """
+    frame = values if isinstance(values, pd.DataFrame) else pd.DataFrame({"v": np.asarray(values)})
+    frame = frame.reset_index(drop=True)
+    n = frame.groupby(np.asarray(groups), sort=False).nunique(dropna=dropna)
+    varying = (n > 1).to_numpy()
+    if varying.any():
+        bad_groups = n.index[varying.any(axis=1)]
+        cols = "" if frame.shape[1] == 1 and "v" in frame else f" (columns {_preview(n.columns[varying.any(axis=0)])})"
+        raise ValueError(
+            f"{what} varies within {group_what}{cols}, e.g. in {_preview(bad_groups)} ({len(bad_groups)} in all)."
+            + (f" {fix}" if fix else "")
         )
 
 
