@@ -55,8 +55,49 @@ def test_key_added_keeps_input(screen):
     ht.pp.normalize_plates(screen, key_added="X_norm")
     np.testing.assert_array_equal(screen.X, X)
     assert screen.obsm["X_norm"].shape == X.shape
-    with pytest.raises(ValueError, match="exists already"):
+    # scanpy's pca rule: a key_added names both the features (obsm) and the parameters (uns)
+    assert screen.uns["X_norm"]["method"] == "mad_robustize" and "normalize_plates" not in screen.uns
+    assert "normalize_plates_degenerate" not in screen.var
+    with pytest.raises(ValueError, match=r"obsm\['X_norm'\] exists already"):
         ht.pp.normalize_plates(screen, key_added="X_norm")
+    # a second normalisation with other parameters keeps its own record
+    ht.pp.normalize_plates(screen, key_added="X_std", method="standardize")
+    assert (
+        screen.uns["X_std"]["method"] == "standardize" and screen.uns["X_norm"]["method"] == "mad_robustize"
+    )
+
+
+def test_normalising_twice_in_place_is_caught(screen):
+    ht.pp.normalize_plates(screen)
+    X = screen.X.copy()
+    with pytest.raises(ValueError, match=r"uns\['normalize_plates'\] exists already.*overwrite=True"):
+        ht.pp.normalize_plates(screen)
+    np.testing.assert_array_equal(screen.X, X)
+    ht.pp.normalize_plates(screen, overwrite=True)  # allowed when asked for
+
+
+def test_sparse_input_matches_dense(screen):
+    from scipy import sparse
+
+    ref = ht.pp.normalize_plates(screen, copy=True)
+    sp = screen.copy()
+    sp.X = sparse.csr_matrix(sp.X)
+    ht.pp.normalize_plates(sp)
+    np.testing.assert_allclose(sp.X, ref.X, rtol=1e-6)
+
+
+def test_mad_is_scipys(screen):
+    """The MAD is scipy's `median_abs_deviation` (unscaled) times `mad_scale`, per plate."""
+    from scipy.stats import median_abs_deviation
+
+    plates = screen.obs["plate"].to_numpy()
+    ctrl = (screen.obs["compound"] == "DMSO").to_numpy()
+    norm = PlateNormalizer(mad_scale=2.0).fit(screen.X, plates, ctrl)
+    c = screen.X[(plates == "plate1") & ctrl].astype(float)
+    np.testing.assert_allclose(norm.scale_.loc["plate1"], 2.0 * median_abs_deviation(c, axis=0))
+    np.testing.assert_allclose(
+        norm.scale_.loc["plate1"], 2.0 / 1.4826 * median_abs_deviation(c, axis=0, scale="normal"), rtol=1e-4
+    )
 
 
 def test_rep_key(screen):
@@ -94,6 +135,8 @@ def test_errors_leave_adata_unchanged(screen):
     np.testing.assert_array_equal(screen.X[1:], before.X[1:])
     with pytest.raises(ValueError, match="method"):
         PlateNormalizer("zscore")
+    with pytest.raises(ValueError, match="2-d"):
+        PlateNormalizer().fit(np.zeros(5), np.zeros(5), np.ones(5, bool))
 
 
 def test_plate_normalizer_inductive(screen):

@@ -12,10 +12,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
+from scipy.stats import median_abs_deviation
 
 from .._constants import HCI_KEYS
-from .._utils import check_free_keys, log_written, logger
+from .._utils import check_free_keys, log_written, logger, to_dense
 from .._validate import check_anndata, check_controls, get_rep
 
 Method = Literal["mad_robustize", "standardize", "spherize"]
@@ -129,7 +129,8 @@ class PlateNormalizer:
             ctrl = X[(plates == plate) & is_control]
             if self.method == "mad_robustize":
                 center[i] = np.median(ctrl, axis=0)
-                scale[i] = self.mad_scale * np.median(np.abs(ctrl - center[i]), axis=0)
+                # scipy's MAD around the median, unscaled (scale=1.0); `mad_scale` multiplies it
+                scale[i] = self.mad_scale * median_abs_deviation(ctrl, axis=0, center=np.median, scale=1.0)
             elif self.method == "standardize":
                 center[i] = ctrl.mean(axis=0)
                 scale[i] = ctrl.std(axis=0, ddof=1) if len(ctrl) > 1 else np.nan
@@ -213,10 +214,10 @@ class PlateNormalizer:
 
 
 def _dense(X: Any) -> np.ndarray:
-    X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+    X = to_dense(X, np.float64)
     if X.ndim != 2:
-        raise ValueError(f"Expected a 2-d matrix, got shape {X.shape}.")
-    return X.astype(np.float64, copy=False)
+        raise ValueError(f"`X` must be a 2-d matrix (instances × features), got shape {X.shape}.")
+    return X
 
 
 def normalize_plates(
@@ -258,11 +259,14 @@ def normalize_plates(
     rep_key
         obsm key of the features; ``None`` uses ``X``.
     key_added
-        ``None`` replaces the input features (``X`` or ``obsm[rep_key]``) by their normalised values; a name writes
-        them to ``obsm[key_added]`` instead and leaves the input untouched.
+        As in :func:`scanpy.pp.pca`: ``None`` (default) replaces the input features (``X`` or ``obsm[rep_key]``)
+        by their normalised values and records the parameters in ``uns["normalize_plates"]``; a name writes the
+        normalised features to ``obsm[key_added]`` and the parameters to ``uns[key_added]``, and leaves the input
+        untouched.
     overwrite
-        Allow replacing existing result fields (``obsm[key_added]``, ``uns["normalize_plates"]``); without it an
-        existing field raises an error, so normalising twice by accident is caught.
+        Allow replacing existing result fields (``obsm[key_added]``, the ``uns`` entry,
+        ``var["normalize_plates_degenerate"]``); without it an existing field raises an error, so normalising twice
+        by accident is caught.
     copy
         Return a normalised copy instead of modifying ``adata``.
 
@@ -272,8 +276,8 @@ def normalize_plates(
 
     - ``X`` or ``obsm[rep_key]`` (``key_added=None``), or ``obsm[key_added]``: the normalised features (float64 if
       the input was float64, float32 otherwise);
-    - ``uns["normalize_plates"]``: method, parameters, number of controls per plate, and the number of
-      degenerate (plate, feature) pairs;
+    - ``uns["normalize_plates"]`` (``key_added=None``) or ``uns[key_added]``: method, parameters, number of
+      controls per plate, and the number of degenerate (plate, feature) pairs;
     - ``var["normalize_plates_degenerate"]`` (features in ``X`` only): number of plates on which the feature's
       control scale was 0 or not finite.
 
@@ -294,7 +298,8 @@ def normalize_plates(
     X = get_rep(adata, rep_key=rep_key)
     is_control = check_controls(adata, control_key, control_value, plate_key)
     out_key = key_added if key_added is not None else rep_key
-    check_free_keys(adata, {"obsm": key_added, "uns": "normalize_plates"}, overwrite=overwrite)
+    uns_key = key_added if key_added is not None else "normalize_plates"
+    check_free_keys(adata, {"obsm": key_added, "uns": uns_key}, overwrite=overwrite)
     if out_key is None:
         check_free_keys(adata, {"var": "normalize_plates_degenerate"}, overwrite=overwrite)
     normalizer = PlateNormalizer(method, mad_scale=mad_scale, epsilon=epsilon)
@@ -311,7 +316,7 @@ def normalize_plates(
     else:
         target.obsm[out_key] = Xn
         written.append(f"obsm[{out_key!r}]")
-    target.uns["normalize_plates"] = {
+    target.uns[uns_key] = {
         "method": method,
         "mad_scale": mad_scale,
         "epsilon": epsilon,
@@ -323,7 +328,7 @@ def normalize_plates(
         "n_controls": {str(k): int(v) for k, v in normalizer.n_controls_.items()},
         "n_degenerate": int(normalizer.degenerate_.to_numpy().sum()),
     }
-    written.append("uns['normalize_plates']")
+    written.append(f"uns[{uns_key!r}]")
     logger.info(
         f"normalised {len(normalizer.center_)} plates against {int(is_control.sum())} control instances"
     )
