@@ -16,6 +16,31 @@ def test_make_bag_key(screen):
         ht.pp.make_bag_key(screen, well_key="position", key_added="bag2")
 
 
+def test_make_bag_key_defaults_build_the_well(screen):
+    """One meaning of "well": the defaults build obs["well"] (plate-qualified) from obs["well_position"]."""
+    expected = screen.obs["well"].astype(str).to_numpy()
+    with pytest.raises(ValueError, match=r"obs\['well'\] exists already.*overwrite=True"):
+        ht.pp.make_bag_key(screen)  # never overwritten silently
+    del screen.obs["well"]
+    ht.pp.make_bag_key(screen)
+    np.testing.assert_array_equal(screen.obs["well"].astype(str).to_numpy(), expected)
+    check_bag_key(screen)  # what every consumer (bag_key="well") checks
+    # a "well" column holding per-plate positions is replaced only when asked
+    screen.obs["well"] = screen.obs["well_position"].to_numpy()
+    ht.pp.make_bag_key(screen, well_key="well", overwrite=True)
+    np.testing.assert_array_equal(screen.obs["well"].astype(str).to_numpy(), expected)
+
+
+def test_make_bag_key_refuses_ambiguous_ids(screen):
+    screen.obs["plate"] = np.where(np.arange(screen.n_obs) % 2, "p_1", "p").astype(str)
+    screen.obs["well_position"] = np.where(np.arange(screen.n_obs) % 2, "A01", "1_A01").astype(str)
+    with pytest.raises(ValueError, match=r"same id with `sep='_'`.*p_1_A01"):
+        ht.pp.make_bag_key(screen, key_added="bag")
+    assert "bag" not in screen.obs
+    ht.pp.make_bag_key(screen, key_added="bag", sep="|")
+    assert screen.obs["bag"].nunique() == 2
+
+
 @pytest.mark.parametrize("method", ["group", "random"])
 def test_split_compounds(screen, method):
     ht.pp.split_compounds(screen, method=method, group_key="scaffold" if method == "group" else None, seed=1)
