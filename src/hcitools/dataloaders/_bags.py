@@ -18,6 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from .._constants import MIL_KEYS
+from .._utils import to_dense
+from .._validate import _preview, check_constant_within
 
 
 @dataclass
@@ -61,8 +63,38 @@ class BagData:
         n_tasks: int,
         groups: Sequence | None = None,
     ) -> BagData:
-        """Build from instance arrays; ``labels`` (n_instances × T) must be constant within bags."""
+        """Build from instance arrays; ``labels`` (n_instances × T) must be constant within bags.
+
+        Bags are numbered in order of first appearance.
+        """
         codes, names = pd.factorize(np.asarray(bags), sort=False)
+        return cls._from_codes(X, codes, np.asarray(names), labels, n_tasks, groups)
+
+    @classmethod
+    def from_manager(cls, adata_manager, *, labels: bool) -> BagData:
+        """Build from the fields registered by :meth:`hcitools.model.MoMIL.setup_anndata` (bags sorted by id).
+
+        ``labels=False`` (queries) never reads the labels: the data may lack them.
+        """
+        from scvi import REGISTRY_KEYS
+
+        adata = adata_manager.adata
+        fields = {f.registry_key: f for f in adata_manager.fields}
+        X = to_dense(adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), np.float32)
+        codes = np.asarray(adata_manager.get_from_registry(MIL_KEYS.BAG_REGISTRY)).reshape(-1)
+        names = fields[MIL_KEYS.BAG_REGISTRY].names(adata)
+        n_tasks = len(adata_manager.get_state_registry(MIL_KEYS.LABELS_REGISTRY).column_names)
+        lab = None
+        if labels:
+            lab = np.asarray(adata_manager.get_from_registry(MIL_KEYS.LABELS_REGISTRY), dtype=np.float32)
+        groups = None
+        if MIL_KEYS.GROUP_REGISTRY in fields:
+            group_codes = np.asarray(adata_manager.get_from_registry(MIL_KEYS.GROUP_REGISTRY)).reshape(-1)
+            groups = fields[MIL_KEYS.GROUP_REGISTRY].names(adata)[group_codes]
+        return cls._from_codes(X, codes, names, lab, n_tasks, groups)
+
+    @classmethod
+    def _from_codes(cls, X, codes, names, labels, n_tasks, groups) -> BagData:
         order = np.argsort(codes, kind="stable")
         sizes = np.bincount(codes, minlength=len(names))
         if (sizes == 0).any():
@@ -75,7 +107,7 @@ class BagData:
             else np.asarray(labels, np.float32)[first]
         )
         grp = None if groups is None else np.asarray(groups)[first]
-        Xs = np.ascontiguousarray(np.asarray(X, dtype=np.float32)[order])
+        Xs = np.ascontiguousarray(to_dense(X, np.float32)[order])
         return cls(torch.from_numpy(Xs), order, starts, sizes, torch.from_numpy(lab), np.asarray(names), grp)
 
 
@@ -186,17 +218,22 @@ def bag_loader(
 class BagDataSplitter(pl.LightningDataModule):
     """Split bags (never instances) into training and validation sets and serve them as whole-bag batches.
 
-    Bags without any observed label carry no loss and no validation signal; they are left out of both sets.
+    Built from a model's :class:`~scvi.data.AnnDataManager` (its registered fields), like scvi-tools'
+    :class:`~scvi.dataloaders.DataSplitter`; scvi-tools' splitter draws instances (rows), which would put one
+    well on both sides, hence this bag-level one. Bags without any observed label carry no loss and no
+    validation signal; they are left out of both sets. Every argument is checked when it is built, before a
+    model changes any state.
 
     Parameters
     ----------
-    data
-        The bags.
+    adata_manager
+        The manager of the training data (or a :class:`BagData`, for use without a model).
     validation_size
-        Fraction of bags held out for validation when ``validation_bags`` is None; with groups
-        (``data.groups``, e.g. compounds), the fraction of groups, all of whose bags are held out together.
-    validation_bags
-        Boolean mask over bags: True = validation (e.g. from a fold column).
+        Fraction of bags held out for validation when ``validation_key`` is None; with groups (``group_key``,
+        e.g. compounds), the fraction of groups, all of whose bags are held out together.
+    validation_key, validation_values
+        Validation bags from an obs column instead: the bags whose ``obs[validation_key]`` is in
+        ``validation_values`` (constant within bags).
     batch_size
         Bags per batch.
     seed
@@ -209,27 +246,33 @@ class BagDataSplitter(pl.LightningDataModule):
 
     def __init__(
         self,
-        data: BagData,
+        adata_manager,
         *,
         validation_size: float = 0.2,
-        validation_bags: np.ndarray | None = None,
+        validation_key: str | None = None,
+        validation_values: Sequence | None = None,
         batch_size: int = 256,
         seed: int = 0,
         max_instances: int | None = None,
         group_by_size: bool = False,
     ):
         super().__init__()
+        data = (
+            adata_manager
+            if isinstance(adata_manager, BagData)
+            else BagData.from_manager(adata_manager, labels=True)
+        )
         self.data = data
         self.group_by_size = group_by_size
         self.batch_size = batch_size
         self.seed = seed
         self.max_instances = max_instances
         all_bags = np.arange(data.n_bags)
-        if validation_bags is not None:
-            val = np.asarray(validation_bags, dtype=bool)
+        if validation_key is not None:
+            val = self._validation_from_column(adata_manager, validation_key, validation_values)
         else:
             if not 0 <= validation_size < 1:
-                raise ValueError(f"`validation_size` must be in [0, 1), got {validation_size}.")
+                raise ValueError(f"`validation_size` must be in [0, 1), got {validation_size!r}.")
             rng = np.random.default_rng(seed)
             if data.groups is not None:
                 # whole groups (compounds): replicate wells of one compound never sit on both sides
@@ -248,8 +291,49 @@ class BagDataSplitter(pl.LightningDataModule):
         self.val_idx = all_bags[val & labelled]
         self.test_idx = np.array([], dtype=np.int64)
         if len(self.train_idx) == 0:
-            raise ValueError("No labelled training bags left after the validation split.")
+            raise ValueError(
+                "No labelled training bags are left after the validation split; lower `validation_size` or "
+                "choose other `validation_values`."
+            )
         self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
+
+    def _validation_from_column(self, adata_manager, key: str, values) -> np.ndarray:
+        if isinstance(adata_manager, BagData):
+            raise TypeError("`validation_key` needs the AnnDataManager of the data, not BagData.")
+        adata = adata_manager.adata
+        if key not in adata.obs:
+            raise KeyError(
+                f"adata.obs has no column {key!r} (argument `validation_key`). Available columns: "
+                f"{_preview(adata.obs.columns, 12)}."
+            )
+        if values is None:
+            raise ValueError(
+                "`validation_key` needs `validation_values`, the values that mark validation bags."
+            )
+        values = [values] if isinstance(values, str | bytes) or np.ndim(values) == 0 else list(values)
+        bag_key = adata_manager.get_state_registry(MIL_KEYS.BAG_REGISTRY).original_key
+        col = adata.obs[key]
+        check_constant_within(
+            col,
+            adata.obs[bag_key].to_numpy(),
+            what=f"adata.obs[{key!r}] (argument `validation_key`)",
+            group_what=f"bags of adata.obs[{bag_key!r}]",
+            fix="Validation is split by bag: give every instance of a bag the same value.",
+        )
+        val = np.isin(col.to_numpy()[self.data.order[self.data.starts]], values)
+        if not val.any():
+            raise ValueError(
+                f"No bag has adata.obs[{key!r}] in {values} (argument `validation_values`); its values are "
+                f"{_preview(pd.unique(col))}."
+            )
+        return val
+
+    def pos_weight(self) -> torch.Tensor:
+        """Per-task ``n_neg / n_pos`` of the observed training labels (1 for a task without positives)."""
+        labels = self.data.labels[self.train_idx]
+        n_pos = (labels == 1).sum(0).to(torch.float32)
+        n_neg = (labels == 0).sum(0).to(torch.float32)
+        return torch.where(n_pos > 0, n_neg / n_pos.clamp_min(1), torch.ones_like(n_pos))
 
     def train_dataloader(self) -> DataLoader:
         return bag_loader(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from anndata import AnnData
 
@@ -27,20 +28,29 @@ class MeanMLP(MILModelBase):
         Dropout rate.
     primary_assays
         Assays used for model selection (default: all).
+    loss_reduction
+        ``"assay_mean"`` (default; every assay counts the same) or ``"label_sum"`` (sum over every observed
+        label); see :func:`hcitools.module._mil.masked_bce`.
+    registry
+        A saved registry instead of ``adata`` (used by ``load`` without data).
     """
 
     _module_cls = MeanMLPModule
 
     def __init__(
         self,
-        adata: AnnData,
+        adata: AnnData | None = None,
+        registry: dict | None = None,
         *,
         n_hidden: int = 128,
         dropout: float = 0.5,
         primary_assays: Sequence[str] | None = None,
+        loss_reduction: Literal["assay_mean", "label_sum"] = "assay_mean",
     ):
-        super().__init__(adata)
-        self._init_mil(adata, primary_assays, {"n_hidden": n_hidden, "dropout": dropout})
+        super().__init__(adata, registry)
+        self._init_mil(
+            primary_assays, {"n_hidden": n_hidden, "dropout": dropout, "loss_reduction": loss_reduction}
+        )
         self.init_params_ = self._get_init_params(locals())
 
 
@@ -62,21 +72,34 @@ class MultiLabelMIL(MILModelBase):
         Dropout rate.
     primary_assays
         Assays used for model selection (default: all).
+    loss_reduction
+        ``"assay_mean"`` (default; every assay counts the same) or ``"label_sum"`` (sum over every observed
+        label); see :func:`hcitools.module._mil.masked_bce`.
+    registry
+        A saved registry instead of ``adata`` (used by ``load`` without data).
     """
 
     _module_cls = MultiLabelMILModule
 
     def __init__(
         self,
-        adata: AnnData,
+        adata: AnnData | None = None,
+        registry: dict | None = None,
         *,
         n_hidden: int = 128,
         n_head_hidden: int = 64,
         dropout: float = 0.5,
         primary_assays: Sequence[str] | None = None,
+        loss_reduction: Literal["assay_mean", "label_sum"] = "assay_mean",
     ):
-        super().__init__(adata)
+        super().__init__(adata, registry)
         self._init_mil(
-            adata, primary_assays, {"n_hidden": n_hidden, "n_head_hidden": n_head_hidden, "dropout": dropout}
+            primary_assays,
+            {
+                "n_hidden": n_hidden,
+                "n_head_hidden": n_head_hidden,
+                "dropout": dropout,
+                "loss_reduction": loss_reduction,
+            },
         )
         self.init_params_ = self._get_init_params(locals())

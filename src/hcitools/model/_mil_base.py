@@ -17,27 +17,21 @@ from scvi.data.fields import LayerField, ObsmField
 from scvi.model.base import BaseModelClass
 from scvi.train import LoudEarlyStopping, TrainRunner
 
-from .._constants import HCI_KEYS, MIL_KEYS
+from .._constants import HCI_KEYS, MIL_KEYS, MODULE_KEYS
 from .._utils import quiet_loggers
-from .._validate import _preview, check_labels, get_rep, validate_hci
+from .._validate import _preview, check_constant_within, check_labels, validate_hci
 from ..dataloaders import BagData, BagDataSplitter, bag_loader
 from ..train import MILTrainingPlan, RestoreBestWeights
 from ..train._mil_plan import VAL_MEAN_AUROC, per_task_auroc
 from ..train._run import history_file_dir, run_training, seed_and_reset
+from ..train._weighting import TaskWeighting, make_weighting
+from .base import BagIdField, LabelsField, PersistenceMixin
 
 logger = logging.getLogger("hcitools")
 
 
-class _LabelsField(ObsmField):
-    """The labels (``obsm[labels_key]``). Transferred onto query data (``load(..., adata=query)``) without being
-    read: a model only predicts there, so the query may lack labels or hold other assays; the assays stay those
-    the model was trained on (the source registry's column names)."""
-
-    def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs) -> dict:
-        return {self.COLUMN_NAMES_KEY: list(state_registry[self.COLUMN_NAMES_KEY])}
-
-
 def _check_assays_learnable(labels: pd.DataFrame, bags: np.ndarray) -> None:
+    """Every assay needs observed positive and negative bags."""
     per_bag = labels.groupby(bags, sort=False).first()
     n_pos, n_neg = (per_bag == 1).sum(), (per_bag == 0).sum()
     empty = list(labels.columns[(n_pos + n_neg) == 0])
@@ -126,10 +120,12 @@ def _is_real(value) -> bool:
     )
 
 
-class MILModelBase(BaseModelClass):
+class MILModelBase(PersistenceMixin, BaseModelClass):
     """Base of the MIL models: bags of instances in, per-assay probabilities out.
 
-    Subclasses set ``_module_cls`` and the keyword arguments their module takes.
+    Subclasses set ``_module_cls`` and pass the keyword arguments of their module to :meth:`_init_mil`. The
+    training slots (:meth:`_make_data_splitter`, :meth:`_make_training_plan`, :meth:`_make_callbacks`) are what
+    a subclass overrides to change how it trains, rather than :meth:`train` itself.
     """
 
     _module_cls = None
@@ -161,7 +157,8 @@ class MILModelBase(BaseModelClass):
             obs column with the bag (well) id, unique across plates (see :func:`hcitools.pp.make_bag_key`).
         labels_key
             obsm key of the labels: DataFrame n_obs × n_assays of 1 / 0 / NaN (not measured), constant
-            within a bag. Every assay needs observed positives and negatives.
+            within a bag (and within a group, with ``group_key``). Every assay needs observed positives and
+            negatives.
         rep_key
             obsm key of the instance embeddings; ``None`` uses ``X`` (or ``layer``).
         layer
@@ -174,66 +171,89 @@ class MILModelBase(BaseModelClass):
 
         Notes
         -----
-        Registers the embeddings and the labels with scvi-tools' AnnDataManager; the obs columns named
-        here are read as they are (nothing is recast or written into ``adata.obs``).
+        Registers with scvi-tools' :class:`~scvi.data.AnnDataManager`: the embeddings (``LayerField`` or
+        ``ObsmField``), the labels (:class:`~hcitools.model.base.LabelsField`, NaN = not measured) and the bag,
+        group and batch ids (:class:`~hcitools.model.base.BagIdField`). The user's columns are read as they are
+        (nothing is recast); like every scvi-tools model, registration writes the integer codes of the ids into
+        ``adata.obs["_scvi_bag"]`` (``"_scvi_group"``, ``"_scvi_batch"``) and the registration ids into
+        ``adata.uns["_scvi_uuid"]`` and ``adata.uns["_scvi_manager_uuid"]``. Only these documented arguments are
+        stored in the registry (and in a saved model).
         """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        # A model loaded onto query data (``load(..., adata=query)``) or given new data only predicts: the query
+        # needs no labels (a test set may even hold a single observed class), plates or groups.
+        query = kwargs.get("source_registry") is not None
         validate_hci(
             adata,
-            plate_key=batch_key,
+            plate_key=batch_key if not query or (batch_key in adata.obs) else None,
             bag_key=bag_key,
-            compound_key=group_key,
+            compound_key=None if query else group_key,
             rep_key=rep_key,
             layer=layer,
             labels_key=None,
         )
-        # A model loaded onto query data (``load(..., adata=query)``) only predicts: the query needs no labels,
-        # and a test set may well hold a single observed class of some assay.
-        query = kwargs.get("source_registry") is not None
-        if not query or labels_key in adata.obsm:
+        bags = adata.obs[bag_key].to_numpy()
+        if not query:
             labels = check_labels(adata, labels_key, bag_key)
+            _check_assays_learnable(labels, bags)
+        if group_key is not None and group_key in adata.obs:
+            check_constant_within(
+                adata.obs[group_key],
+                bags,
+                what=f"adata.obs[{group_key!r}] (argument `group_key`)",
+                group_what=f"bags of adata.obs[{bag_key!r}]",
+                fix="A bag (well) belongs to one group (compound).",
+            )
             if not query:
-                _check_assays_learnable(labels, adata.obs[bag_key].to_numpy())
-        if group_key is not None:
-            n = adata.obs[group_key].groupby(adata.obs[bag_key].to_numpy()).nunique()
-            if (n > 1).any():
-                raise ValueError(
-                    f"adata.obs[{group_key!r}] (argument `group_key`) varies within bags of {bag_key!r}, e.g. "
-                    f"{_preview(n.index[n > 1])}; a bag (well) belongs to one group (compound)."
+                check_constant_within(
+                    labels,
+                    adata.obs[group_key].to_numpy(),
+                    what=f"adata.obsm[{labels_key!r}] (argument `labels_key`)",
+                    group_what=f"groups of adata.obs[{group_key!r}] (argument `group_key`)",
+                    fix="Labels belong to compounds: assign them per compound with `ht.pp.assign_labels`.",
                 )
-        setup_method_args = cls._get_setup_method_args(**locals())
         x_field = (
-            ObsmField(REGISTRY_KEYS.X_KEY, rep_key)
+            ObsmField(REGISTRY_KEYS.X_KEY, rep_key, correct_data_format=False)
             if rep_key is not None
-            else LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)
+            else LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False, correct_data_format=False)
         )
-        fields = [x_field, _LabelsField(MIL_KEYS.LABELS_REGISTRY, labels_key)]
+        fields = [
+            x_field,
+            LabelsField(MIL_KEYS.LABELS_REGISTRY, labels_key, correct_data_format=False),
+            BagIdField(MIL_KEYS.BAG_REGISTRY, bag_key),
+        ]
+        if group_key is not None:
+            fields.append(BagIdField(MIL_KEYS.GROUP_REGISTRY, group_key))
+        if batch_key is not None:
+            fields.append(BagIdField(MIL_KEYS.BATCH_REGISTRY, batch_key))
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         with quiet_loggers("scvi"):  # its "Using column names" note would print on every setup
             adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
     # ------------------------------------------------------------------------------------------------ init
-    def _init_mil(
-        self, adata: AnnData, primary_assays: Sequence[str] | None, module_kwargs: dict[str, Any]
-    ) -> None:
+    def _init_mil(self, primary_assays: Sequence[str] | None, module_kwargs: dict[str, Any]) -> None:
+        """Check the model's arguments and build its module from the registry (works with or without data)."""
         for name in ("n_hidden", "n_head_hidden"):
             if name in module_kwargs and not (_is_int(module_kwargs[name]) and module_kwargs[name] >= 1):
                 raise ValueError(f"`{name}` must be an integer ≥ 1, got {module_kwargs[name]!r}.")
         dropout = module_kwargs.get("dropout", 0.0)
         if not (_is_real(dropout) and 0 <= dropout < 1):
             raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
-        state = self.adata_manager.get_state_registry(MIL_KEYS.LABELS_REGISTRY)
-        self.assays = [str(c) for c in state[_LabelsField.COLUMN_NAMES_KEY]]
+        fields = self.registry_["field_registries"]
+        self.assays = [str(c) for c in fields[MIL_KEYS.LABELS_REGISTRY]["state_registry"]["column_names"]]
         if primary_assays is not None:
+            if isinstance(primary_assays, str):
+                primary_assays = [primary_assays]
             primary_assays = [str(a) for a in primary_assays]
             unknown = [a for a in primary_assays if a not in self.assays]
-            if unknown:
+            if unknown or not primary_assays:
                 raise ValueError(
-                    f"`primary_assays` {unknown} are not assays of the labels; assays are {_preview(self.assays)}."
+                    f"`primary_assays` {unknown or '(empty)'} are not assays of the labels; assays are "
+                    f"{_preview(self.assays)}."
                 )
         self.primary_assays = primary_assays
-        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        self.n_input = X.shape[1]
+        self.n_input = len(fields[REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"])
         self.module = self._module_cls(self.n_input, len(self.assays), **module_kwargs)
         self._model_summary_string = (
             f"{type(self).__name__}: {len(self.assays)} assays, {self.n_input}-d instances, "
@@ -242,49 +262,118 @@ class MILModelBase(BaseModelClass):
 
     @property
     def _setup(self) -> dict:
-        return self.adata_manager.registry["setup_args"]
+        return self.registry_["setup_args"]
+
+    @property
+    def best_epoch(self) -> int | None:
+        """Epoch (of the last ``train``) whose weights were kept; ``None`` without model selection."""
+        return getattr(self, "best_epoch_", None)
+
+    @property
+    def use_pos_weight(self) -> bool:
+        """Whether the last ``train`` weighted positives by ``n_neg / n_pos`` (``train(pos_weight=True)``)."""
+        return bool((getattr(self, "train_params_", None) or {}).get("pos_weight", False))
 
     # ------------------------------------------------------------------------------------------------ data
-    def _bag_data(self, adata: AnnData | None = None, *, require_labels: bool = False) -> BagData:
-        """Bags of ``adata`` (default: the training AnnData) with the registered representation."""
+    def _check_features(self, adata: AnnData) -> None:
+        """Refuse query data whose features differ from the model's by name or order (not only by width)."""
         s = self._setup
-        if adata is None or adata is self.adata:
-            adata = self.adata
-            X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        expected = [
+            str(v)
+            for v in self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"]
+        ]
+        if s["rep_key"] is not None:
+            rep = adata.obsm[s["rep_key"]] if s["rep_key"] in adata.obsm else None
+            if not isinstance(rep, pd.DataFrame):
+                return  # array embeddings have no names: the width is checked on transfer
+            given, where = [str(c) for c in rep.columns], f"adata.obsm[{s['rep_key']!r}].columns"
         else:
-            validate_hci(
-                adata,
-                plate_key=None,
-                bag_key=s["bag_key"],
-                compound_key=None,
-                rep_key=s["rep_key"],
-                layer=s["layer"],
-            )
-            X = get_rep(adata, rep_key=s["rep_key"], layer=s["layer"])
-            if X.shape[1] != self.n_input:
-                raise ValueError(
-                    f"`adata` has {X.shape[1]}-d instances; the model was set up with {self.n_input}-d."
-                )
-        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
-        labels = None
-        if require_labels:  # training; queries never read labels
-            lab = check_labels(adata, s["labels_key"], s["bag_key"])
-            missing = [a for a in self.assays if a not in lab.columns]
-            if missing:
-                raise ValueError(
-                    f"adata.obsm[{s['labels_key']!r}] lacks the assays {_preview(missing)} of the model."
-                )
-            labels = lab[self.assays].to_numpy(np.float32)
-        groups = (
-            adata.obs[s["group_key"]].astype(str).to_numpy()
-            if s["group_key"] and s["group_key"] in adata.obs
-            else None
-        )
-        return BagData.from_arrays(
-            X, adata.obs[s["bag_key"]].astype(str).to_numpy(), labels, len(self.assays), groups
+            given, where = [str(v) for v in adata.var_names], "adata.var_names"
+        if given == expected:
+            return
+        if len(given) == len(expected) and set(given) == set(expected):
+            fix = "they hold the model's features in another order: reorder them, e.g. `adata = adata[:, model_features]`"
+        else:
+            missing = [f for f in expected if f not in set(given)]
+            fix = f"the model's features {_preview(missing)} are missing"
+        raise ValueError(
+            f"{where} do not match the features the model was trained on ({len(expected)}, e.g. "
+            f"{_preview(expected, 3)}): {fix}. Predictions on other features would be silently wrong."
         )
 
+    def _manager_for(self, adata: AnnData | None):
+        """The AnnDataManager of ``adata`` (default: the model's data), transferring the fields onto new data."""
+        if adata is None or adata is self.adata:
+            if self.adata is None:
+                raise ValueError(
+                    "The model has no data attached (it was loaded without `adata`); pass `adata=` the instances."
+                )
+            return self.adata_manager
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+        self._check_features(adata)
+        adata = self._validate_anndata(adata)
+        return self.get_anndata_manager(adata, required=True)
+
+    def _bag_data(self, adata: AnnData | None = None, *, labels: bool = False) -> BagData:
+        """Bags of ``adata`` (default: the training AnnData) from its registered fields."""
+        return BagData.from_manager(self._manager_for(adata), labels=labels)
+
     # ------------------------------------------------------------------------------------------------ train
+    def _check_training_data(self) -> None:
+        """The attached data can train the model: labels of every assay of the model, each learnable."""
+        if self.adata is None:
+            raise ValueError(
+                "The model has no data attached (loaded without `adata`): load it with labelled data to train."
+            )
+        s = self._setup
+        labels = check_labels(self.adata, s["labels_key"], s["bag_key"])
+        missing = [a for a in self.assays if a not in labels.columns]
+        if missing:
+            raise ValueError(
+                f"adata.obsm[{s['labels_key']!r}] lacks the assays {_preview(missing)} of the model; training "
+                "needs labels of every assay the model predicts."
+            )
+        _check_assays_learnable(labels[self.assays], self.adata.obs[s["bag_key"]].to_numpy())
+
+    def _make_data_splitter(self, **kwargs) -> BagDataSplitter:
+        """Training slot: the bag-level splitter, built from the model's AnnDataManager."""
+        return self._data_splitter_cls(self.adata_manager, **kwargs)
+
+    def _make_training_plan(
+        self, splitter: BagDataSplitter, *, pos_weight: bool, **kwargs
+    ) -> MILTrainingPlan:
+        """Training slot: the plan; ``pos_weight=True`` gives it ``n_neg / n_pos`` of the training bags."""
+        return self._training_plan_cls(
+            self.module,
+            assays=self.assays,
+            primary_assays=self.primary_assays,
+            bag_groups=splitter.data.groups,
+            pos_weight=splitter.pos_weight() if pos_weight else None,
+            **kwargs,
+        )
+
+    def _make_callbacks(
+        self, splitter: BagDataSplitter, plan: MILTrainingPlan, *, patience: int, warmup_epochs: int
+    ) -> tuple[list, RestoreBestWeights | None]:
+        """Training slot: early stopping and best-weight restoring on the validation mean AUROC, when the
+        validation bags can measure it (a primary assay with both classes); else none (and a warning)."""
+        val_labels = splitter.data.labels[splitter.val_idx].numpy()
+        val_groups = splitter.data.groups[splitter.val_idx] if splitter.data.groups is not None else None
+        evaluable = splitter.n_val > 0 and bool(
+            np.isfinite(per_task_auroc(np.zeros_like(val_labels), val_labels, val_groups))[
+                plan.primary_index
+            ].any()
+        )
+        if not evaluable:
+            return [], None
+        best = RestoreBestWeights(VAL_MEAN_AUROC, "max")
+        # our own callback rather than scvi-tools' `early_stopping=True`, which it turns off under DDP
+        stop = LoudEarlyStopping(
+            monitor=VAL_MEAN_AUROC, min_delta=0.0, patience=patience, mode="max", warmup_epochs=warmup_epochs
+        )
+        return [best, stop], best
+
     def train(
         self,
         max_epochs: int = 100,
@@ -301,12 +390,16 @@ class MILModelBase(BaseModelClass):
         accelerator: str = "auto",
         devices: int | str = "auto",
         pos_weight: bool = False,
+        task_weighting: str | TaskWeighting = "equal",
         max_instances: int | None = None,
         group_by_size: bool = False,
         enable_progress_bar: bool = True,
         **trainer_kwargs,
     ) -> None:
         """Train with AdamW and cosine annealing; early stopping on validation AUROC; best weights restored.
+
+        Every argument is checked before anything changes: a call that raises leaves the model (weights, seed,
+        history) as it was.
 
         Parameters
         ----------
@@ -329,12 +422,16 @@ class MILModelBase(BaseModelClass):
             ``validation_values=[3]``, or a single value ``3``); constant within bags. Bags with other values are
             trained on.
         seed
-            Seeds the weight initialisation (the module is re-initialised before its first training), the
-            split, the batch order, subsampling and dropout (through ``lightning.seed_everything``).
+            Seeds the initial weights (before the first training), the split, the batch order, subsampling and
+            dropout.
         accelerator, devices
             Lightning's; ``"auto"`` uses a GPU when present.
         pos_weight
-            Weight positives of each assay by n_neg / n_pos of its observed training labels.
+            Weight positives by ``n_neg / n_pos`` per assay in the BCE, from the observed training labels (held
+            by the training plan, not the module).
+        task_weighting
+            How per-assay losses are combined: a name of ``hcitools.train.WEIGHTINGS`` (``"equal"``: their sum
+            over the assays observed in the batch) or a :class:`~hcitools.train.TaskWeighting` instance.
         max_instances
             Randomly subsample training bags larger than this (off by default; never in validation or queries).
         group_by_size
@@ -350,8 +447,9 @@ class MILModelBase(BaseModelClass):
 
         Notes
         -----
-        ``model.history`` holds per-epoch ``train_loss``, ``validation_loss``, ``validation_auroc_<assay>`` and
-        ``validation_mean_auroc``; ``model.best_epoch`` the epoch whose weights were kept.
+        ``model.history`` holds per-epoch ``train_loss``, ``train_loss_<assay>``, ``task_weight_<assay>``,
+        ``validation_loss``, ``validation_auroc_<assay>`` and ``validation_mean_auroc``; ``model.best_epoch`` the
+        epoch whose weights were kept. Both are saved with the model.
 
         **Multi-GPU / multi-node.** Lightning's data-parallel strategies are supported, e.g.
         ``accelerator="gpu", devices=4, strategy="ddp"`` (``accelerator="cpu"`` with the gloo backend works too).
@@ -376,7 +474,8 @@ class MILModelBase(BaseModelClass):
 
         Sharded strategies (FSDP, DeepSpeed) and multi-device XLA are not supported and raise a ValueError.
         """
-        validation_values = _check_train_args(
+        # 1. validate everything (nothing changes before this block has passed)
+        _check_train_args(
             max_epochs=max_epochs,
             warmup_epochs=warmup_epochs,
             patience=patience,
@@ -394,80 +493,46 @@ class MILModelBase(BaseModelClass):
                 f"`train` sets up early stopping on {VAL_MEAN_AUROC!r} itself; use `patience` and "
                 f"`warmup_epochs` (patience=max_epochs never stops) instead of {refused}."
             )
-        seed_and_reset(self, seed)
-        data = self._bag_data(require_labels=True)
-        val_bags = None
-        if validation_key is not None:
-            col = self.adata.obs[validation_key] if validation_key in self.adata.obs else None
-            if col is None:
-                raise KeyError(f"adata.obs has no column {validation_key!r} (argument `validation_key`).")
-            per_bag = col.to_numpy()[data.order[data.starts]]
-            val_bags = np.isin(per_bag, list(validation_values))
-            n_per_bag = col.groupby(self.adata.obs[self._setup["bag_key"]].to_numpy()).nunique()
-            if (n_per_bag > 1).any():
-                raise ValueError(
-                    f"adata.obs[{validation_key!r}] varies within bags; validation is split by bag."
-                )
-            if not val_bags.any():
-                raise ValueError(f"No bag has adata.obs[{validation_key!r}] in {list(validation_values)}.")
-        splitter = self._data_splitter_cls(
-            data,
+        if not isinstance(pos_weight, bool | np.bool_):
+            raise TypeError(f"`pos_weight` must be True or False, got {pos_weight!r}.")
+        make_weighting(task_weighting, len(self.assays))  # checks the name or instance
+        self._check_training_data()
+        splitter = self._make_data_splitter(
             validation_size=validation_size,
-            validation_bags=val_bags,
+            validation_key=validation_key,
+            validation_values=validation_values,
             batch_size=batch_size,
             seed=seed,
             max_instances=max_instances,
             group_by_size=group_by_size,
         )
-        train_labels = data.labels[splitter.train_idx].numpy()
-        n_pos = (train_labels == 1).sum(0)
-        n_neg = (train_labels == 0).sum(0)
-        self.module.pos_weight.copy_(
-            torch.as_tensor(np.where(n_pos > 0, n_neg / np.maximum(n_pos, 1), 1.0), dtype=torch.float32)
-        )
-        self.module.use_pos_weight = pos_weight
-        val_groups = data.groups[splitter.val_idx] if data.groups is not None else None
-        plan = self._training_plan_cls(
-            self.module,
-            assays=self.assays,
-            primary_assays=self.primary_assays,
+        plan = self._make_training_plan(
+            splitter,
+            pos_weight=bool(pos_weight),
             lr=lr,
             weight_decay=weight_decay,
             max_epochs=max_epochs,
-            bag_groups=data.groups,
+            task_weighting=task_weighting,
         )
-        val_labels = data.labels[splitter.val_idx].numpy()
-        primary = plan.primary_index
-        evaluable = (
-            np.isfinite(per_task_auroc(np.zeros_like(val_labels), val_labels, val_groups))[primary].any()
-            if splitter.n_val
-            else False
-        )
-        callbacks = list(trainer_kwargs.pop("callbacks", []))
+        callbacks, best = self._make_callbacks(splitter, plan, patience=patience, warmup_epochs=warmup_epochs)
+        callbacks = list(trainer_kwargs.pop("callbacks", [])) + callbacks
         trainer_kwargs.setdefault("log_every_n_steps", 1)
-        best = RestoreBestWeights(VAL_MEAN_AUROC, "max")
-        if evaluable:
-            # our own callback rather than scvi-tools' `early_stopping=True`, which it turns off under DDP
-            early_stopping = LoudEarlyStopping(
-                monitor=VAL_MEAN_AUROC,
-                min_delta=0.0,
-                patience=patience,
-                mode="max",
-                warmup_epochs=warmup_epochs,
-            )
-            callbacks += [best, early_stopping]
+        if best is not None:
             trainer_kwargs["check_val_every_n_epoch"] = 1
-        else:
+        elif splitter.n_val:
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        # 2. train
+        if best is None:
             warnings.warn(
                 "The validation bags hold no primary assay with both classes observed: training runs all "
                 f"{max_epochs} epochs without early stopping or model selection.",
                 UserWarning,
                 stacklevel=2,
             )
-            if splitter.n_val:
-                trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        history = self.history_ if isinstance(self.history_, dict) else {}
-        n_before = len(history[VAL_MEAN_AUROC]) if VAL_MEAN_AUROC in history else 0
+        history = self.history  # DataFrames (saved models hold lists), which scvi-tools appends to
+        n_before = (
+            len(history[VAL_MEAN_AUROC]) if isinstance(history, dict) and VAL_MEAN_AUROC in history else 0
+        )
         with history_file_dir(trainer_kwargs) as trainer_kwargs, warnings.catch_warnings():
             # scvi-tools turns off its own early stopping under DDP; ours is a plain callback and stays on
             warnings.filterwarnings("ignore", message="early_stopping was automatically disabled")
@@ -483,12 +548,13 @@ class MILModelBase(BaseModelClass):
                 **trainer_kwargs,
             )
             _check_strategy(runner.trainer)
+            seed_and_reset(self, seed)
             run_training(self, runner)
         # with a spawn-based strategy the callback ran in child processes: read the best epoch off the history
-        self.best_epoch = best.best_epoch
-        if self.best_epoch is None and evaluable:
-            self.best_epoch = _best_epoch_from_history(self.history_, n_before)
-            if self.best_epoch is None:
+        self.best_epoch_ = best.best_epoch if best is not None else None
+        if self.best_epoch_ is None and best is not None:
+            self.best_epoch_ = _best_epoch_from_history(self.history_, n_before)
+            if self.best_epoch_ is None:
                 warnings.warn(
                     "Training ran in child processes and left no history in this process (a custom `logger` "
                     "replaces the history file of scvi-tools' logger): `model.history` and `model.best_epoch` "
@@ -498,52 +564,87 @@ class MILModelBase(BaseModelClass):
                     stacklevel=2,
                 )
         self.train_params_ = {
-            "max_epochs": max_epochs,
-            "warmup_epochs": warmup_epochs,
-            "patience": patience,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "batch_size": batch_size,
-            "seed": seed,
-            "pos_weight": pos_weight,
+            "max_epochs": int(max_epochs),
+            "warmup_epochs": int(warmup_epochs),
+            "patience": int(patience),
+            "lr": float(lr),
+            "weight_decay": float(weight_decay),
+            "batch_size": int(batch_size),
+            "seed": int(seed),
+            "pos_weight": bool(pos_weight),
+            "task_weighting": task_weighting
+            if isinstance(task_weighting, str)
+            else type(task_weighting).__name__,
         }
 
     # ------------------------------------------------------------------------------------------------ queries
     @torch.inference_mode()
-    def _run(self, adata: AnnData | None, batch_size: int) -> tuple[BagData, dict[str, np.ndarray]]:
+    def _run(
+        self, adata: AnnData | None, batch_size: int, keys: Sequence[str]
+    ) -> tuple[BagData, dict[str, Any]]:
+        """Run the module over every bag; collect the outputs ``keys`` by their kind (``module.output_kinds``)."""
+        if not (_is_int(batch_size) and batch_size >= 1):
+            raise ValueError(
+                f"`batch_size` must be an integer ≥ 1 (bags per forward pass), got {batch_size!r}."
+            )
+        kinds = self.module.output_kinds
+        unknown = [k for k in keys if k not in kinds]
+        if unknown:
+            raise ValueError(f"The module has no outputs {unknown}; it declares {sorted(kinds)}.")
         self._check_if_trained(warn=True)
         data = self._bag_data(adata)
         self.module.eval()
-        out: dict[str, list] = {
-            "prob": [],
-            "attention": [],
-            "bag_embedding": [],
-            "instance_embedding": [],
-            "mask": [],
-        }
+        out: dict[str, list] = {k: [] for k in keys}
         for batch in bag_loader(data, np.arange(data.n_bags), batch_size=batch_size):
             res = self.module.inference(batch[MIL_KEYS.X], batch[MIL_KEYS.MASK])
             mask = batch[MIL_KEYS.MASK]
-            out["prob"].append(torch.sigmoid(res["logits"]).cpu().numpy())
-            out["attention"].append(
-                [a[:, m].T.cpu().numpy() for a, m in zip(res["attention"], mask, strict=True)]
-            )
-            out["bag_embedding"].append(res["bag_embedding"].cpu().numpy())
-            out["instance_embedding"].append(
-                [e[m].cpu().numpy() for e, m in zip(res["instance_embedding"], mask, strict=True)]
-            )
-        return data, {
-            "prob": np.concatenate(out["prob"]),
-            "attention": [a for part in out["attention"] for a in part],
-            "bag_embedding": np.concatenate(out["bag_embedding"]),
-            "instance_embedding": [e for part in out["instance_embedding"] for e in part],
-        }
+            for key in keys:
+                value, kind = res[key], kinds[key]
+                if kind == "bag":
+                    out[key].append(value.float().cpu().numpy())
+                elif kind == "bag_task_instance":  # B × T × N → per bag N_b × T
+                    out[key].extend(a[:, m].T.float().cpu().numpy() for a, m in zip(value, mask, strict=True))
+                else:  # "bag_instance": B × N × … → per bag N_b × …
+                    out[key].extend(e[m].float().cpu().numpy() for e, m in zip(value, mask, strict=True))
+        return data, {k: np.concatenate(v) if kinds[k] == "bag" else v for k, v in out.items()}
 
-    def _unsort(self, data: BagData, per_bag_rows: list[np.ndarray]) -> np.ndarray:
+    @staticmethod
+    def _unsort(data: BagData, per_bag_rows: list[np.ndarray]) -> np.ndarray:
         stacked = np.concatenate(per_bag_rows)
         out = np.empty_like(stacked)
         out[data.order] = stacked
         return out
+
+    def get_module_outputs(
+        self, adata: AnnData | None = None, *, keys: Sequence[str] | None = None, batch_size: int = 256
+    ) -> dict[str, np.ndarray]:
+        """Any output the module declares (``model.module.output_kinds``), e.g. gates or several attention maps.
+
+        Parameters
+        ----------
+        adata
+            Instances (same representation as at setup); default the training AnnData. Labels are not needed.
+        keys
+            Output names (default: all); see :data:`hcitools._constants.MODULE_KEYS`.
+        batch_size
+            Bags per forward pass.
+
+        Returns
+        -------
+        dict name → ndarray: per-bag outputs with one row per bag (in the order of :meth:`predict`), per-instance
+        outputs with one row per instance (following ``adata.obs_names``). Nothing is written into ``adata``.
+        """
+        keys = (
+            list(self.module.output_kinds)
+            if keys is None
+            else [keys]
+            if isinstance(keys, str)
+            else list(keys)
+        )
+        data, out = self._run(adata, batch_size, keys)
+        return {
+            k: v if self.module.output_kinds[k] == "bag" else self._unsort(data, v) for k, v in out.items()
+        }
 
     def predict(
         self,
@@ -557,8 +658,8 @@ class MILModelBase(BaseModelClass):
         Parameters
         ----------
         adata
-            Instances to predict (same representation as at setup); default the training AnnData. Labels are
-            not needed.
+            Instances to predict (same representation and feature names as at setup); default the training
+            AnnData. Labels are not needed.
         level
             ``"bag"`` or ``"compound"``.
         batch_size
@@ -566,7 +667,8 @@ class MILModelBase(BaseModelClass):
 
         Returns
         -------
-        DataFrame, rows = bags (or groups), columns = assays. Nothing is written into ``adata``.
+        DataFrame, rows = bags (sorted by id) or groups, columns = assays. Nothing is written into ``adata``
+        (scvi-tools' registration of new data adds ``obs["_scvi_*"]`` codes and ``uns["_scvi_*"]`` ids).
         """
         if level not in ("bag", "compound"):
             raise ValueError(f"`level` must be 'bag' or 'compound', got {level!r}.")
@@ -581,8 +683,9 @@ class MILModelBase(BaseModelClass):
                     f"`level='compound'` averages bags per adata.obs[{group_key!r}] (the `group_key` of "
                     "setup_anndata), which `adata` lacks."
                 )
-        data, out = self._run(adata, batch_size)
-        pred = pd.DataFrame(out["prob"], index=pd.Index(data.bag_names, name=None), columns=self.assays)
+        data, out = self._run(adata, batch_size, [MODULE_KEYS.LOGITS])
+        prob = 1.0 / (1.0 + np.exp(-out[MODULE_KEYS.LOGITS]))
+        pred = pd.DataFrame(prob, index=pd.Index(data.bag_names, name=None), columns=self.assays)
         if level == "compound":
             pred = pred.groupby(data.groups, sort=False).mean()
         return pred
@@ -602,8 +705,9 @@ class MILModelBase(BaseModelClass):
         ndarray n_obs × n_assays, rows following ``adata.obs_names``, columns ``model.assays``. Nothing is written
         into ``adata`` (:func:`hcitools.tl.momil` stores it in ``obsm``).
         """
-        data, out = self._run(adata, batch_size)
-        return self._unsort(data, out["attention"])
+        return self.get_module_outputs(adata, keys=[MODULE_KEYS.ATTENTION], batch_size=batch_size)[
+            MODULE_KEYS.ATTENTION
+        ]
 
     def get_latent_representation(
         self,
@@ -632,9 +736,12 @@ class MILModelBase(BaseModelClass):
         """
         if level not in ("bag", "instance", "assay"):
             raise ValueError(f"`level` must be 'bag', 'instance' or 'assay', got {level!r}.")
-        data, out = self._run(adata, batch_size)
+        if level == "assay":
+            return self.get_module_outputs(adata, keys=[MODULE_KEYS.BAG_EMBEDDING], batch_size=batch_size)[
+                MODULE_KEYS.BAG_EMBEDDING
+            ]
+        data, out = self._run(adata, batch_size, [MODULE_KEYS.INSTANCE_EMBEDDING])
+        per_bag = out[MODULE_KEYS.INSTANCE_EMBEDDING]
         if level == "instance":
-            return self._unsort(data, out["instance_embedding"])
-        if level == "bag":
-            return np.stack([e.mean(axis=0) for e in out["instance_embedding"]])
-        return out["bag_embedding"]
+            return self._unsort(data, per_bag)
+        return np.stack([e.mean(axis=0) for e in per_bag])

@@ -33,6 +33,13 @@ class MoMIL(MILModelBase):
         Dropout rate, after the shared projector and on the projected instances of each head.
     primary_assays
         Assays whose mean validation AUROC drives early stopping and model selection (default: all).
+    loss_reduction
+        How a batch's BCE is reduced per assay: ``"assay_mean"`` (default; mean over the assay's observed labels,
+        so every assay counts the same whatever its number of labels) or ``"label_sum"`` (the paper's objective:
+        sum over every observed label, divided by the bags of the batch); see
+        :func:`hcitools.module._mil.masked_bce`.
+    registry
+        A saved registry instead of ``adata`` (used by ``load`` without data).
 
     Examples
     --------
@@ -49,18 +56,25 @@ class MoMIL(MILModelBase):
 
     def __init__(
         self,
-        adata: AnnData,
+        adata: AnnData | None = None,
+        registry: dict | None = None,
         *,
         head: Literal["gated_abmil", "abmil", "dsmil"] = "gated_abmil",
         n_hidden: int = 128,
         n_head_hidden: int = 64,
         dropout: float = 0.5,
         primary_assays: Sequence[str] | None = None,
+        loss_reduction: Literal["assay_mean", "label_sum"] = "assay_mean",
     ):
-        super().__init__(adata)
+        super().__init__(adata, registry)
         self._init_mil(
-            adata,
             primary_assays,
-            {"head": head, "n_hidden": n_hidden, "n_head_hidden": n_head_hidden, "dropout": dropout},
+            {
+                "head": head,
+                "n_hidden": n_hidden,
+                "n_head_hidden": n_head_hidden,
+                "dropout": dropout,
+                "loss_reduction": loss_reduction,
+            },
         )
         self.init_params_ = self._get_init_params(locals())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,14 +14,17 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField
+from scvi.data.fields import CategoricalObsField, LayerField
+from scvi.dataloaders import DataSplitter
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
-from .._constants import PERTURBATION_KEYS
-from .._validate import check_obs_keys, get_rep, validate_perturbation
-from ..dataloaders import TensorDataSplitter
+from .._constants import PERTURBATION_KEYS, PERTURBATION_REGISTRY_KEYS
+from .._utils import to_dense
+from .._validate import _preview, check_anndata, check_obs_keys, get_rep, validate_perturbation
+from ..dataloaders import PairedDataSplitter
 from ..module import MTAeModule
+from ..module._mtae import X_HAT_KEY, Z_KEY
 from ..train import MTAeTrainingPlan
 from ..train._run import run_training, seed_and_reset
 
@@ -36,14 +41,132 @@ VARIANTS: dict[str, tuple[bool, str | None, str | None]] = {
     "MTVaeOT": (True, None, "ot"),
     "MTVaePlusOT": (True, None, "plus_ot"),
 }
+#: version of the saved model's format (attributes and registered fields); bumped on incompatible changes
+FORMAT_VERSION = 1
+_MAPPING = CategoricalObsField.CATEGORICAL_MAPPING_KEY
+_PRIMITIVE_SCALARS = (str, int, float, bool, np.integer, np.floating, np.bool_)
 
 
+# ------------------------------------------------------------------------------------------------- fields
+class _ConditionField(CategoricalObsField):
+    """The condition (``obs[condition_key]``), coded with the control first (code 0), then the other conditions
+    present, in the column's category order (sorted values for a non-categorical column).
+
+    On query data (``load(dir, adata=query)`` or a query method) the codes are assigned **by name** from the
+    training mapping (scvi-tools' transfer), whatever the query's own category order; a condition the model was
+    not trained on raises, naming it and the known conditions. Query data may hold any subset of the known
+    conditions (e.g. control cells only).
+    """
+
+    def __init__(self, registry_key: str, attr_key: str, control_value: Any):
+        super().__init__(registry_key, attr_key)
+        self.control_value = control_value
+
+    def register_field(self, adata: AnnData) -> dict:
+        state = super().register_field(adata)  # validates and writes scvi-tools' codes; re-coded below
+        column = adata.obs[self._original_attr_key]
+        present = set(pd.unique(column))
+        order = [self.control_value]
+        order += [c for c in column.astype("category").cat.categories if c in present and c != self.control_value]
+        adata.obs[self.attr_key] = pd.Categorical(column, categories=order).codes.astype(np.int64)
+        state[_MAPPING] = pd.Index(order).to_numpy()
+        return state
+
+    def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs) -> dict:
+        key = self._original_attr_key
+        check_obs_keys(adata_target, {"condition_key": key})
+        known = list(state_registry[_MAPPING])
+        unknown = [v for v in pd.unique(adata_target.obs[key]) if not any(v == k for k in known)]
+        if unknown:
+            raise ValueError(
+                f"adata.obs[{key!r}] holds conditions the model was not trained on: {_preview(unknown)}. The "
+                f"model knows {known}; drop those cells or map them to known conditions."
+            )
+        kwargs.pop("extend_categories", None)
+        return super().transfer_field(state_registry, adata_target, extend_categories=False, **kwargs)
+
+
+class _CellTypeField(CategoricalObsField):
+    """The cell type (``obs[cell_type_key]``): used to pair cells for optimal transport and to stratify the
+    training/validation split, never by the network. Query data may hold cell types unseen in training (e.g. the
+    held-out cell type): the mapping is extended by name."""
+
+    def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs) -> dict:
+        check_obs_keys(adata_target, {"cell_type_key": self._original_attr_key})
+        kwargs.pop("extend_categories", None)
+        return super().transfer_field(state_registry, adata_target, extend_categories=True, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------- checks
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"`{name}` must be an int ≥ {minimum}, got {value!r}.")
+
+
+def _check_float(name: str, value: Any, low: float, high: float = math.inf, *, low_open: bool = False) -> None:
+    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value > low if low_open else value >= low) and value < high
+    if not ok:
+        bound = f"{'>' if low_open else '≥'} {low}" + (f" and < {high}" if high != math.inf else "")
+        raise ValueError(f"`{name}` must be a finite number {bound}, got {value!r}.")
+
+
+def _as_widths(n_hidden: Any) -> tuple[int, ...]:
+    """``n_hidden`` as a tuple of positive ints; an int ``w`` means one hidden layer ``(w,)``."""
+    if _is_int(n_hidden):
+        n_hidden = (n_hidden,)
+    if isinstance(n_hidden, str) or not isinstance(n_hidden, Sequence):
+        raise TypeError(
+            f"`n_hidden` must be an int or a sequence of ints (hidden widths, e.g. (512, 256)), got {n_hidden!r}."
+        )
+    if len(n_hidden) == 0 or not all(_is_int(w) and w >= 1 for w in n_hidden):
+        raise ValueError(f"`n_hidden` must hold at least one positive int width, got {n_hidden!r}.")
+    return tuple(int(w) for w in n_hidden)
+
+
+def _check_query_data(adata: AnnData, condition_key: str, cell_type_key: str, layer: str | None) -> None:
+    """Checks of query data (``load(dir, adata=query)``): like training data, but any known conditions (e.g.
+    control cells only) are allowed; the conditions are checked against the model's when they are transferred."""
+    check_anndata(adata)
+    check_obs_keys(adata, {"condition_key": condition_key, "cell_type_key": cell_type_key})
+    X = get_rep(adata, layer=layer)
+    data = X.data if hasattr(X, "tocsr") else np.asarray(X)
+    if data.size and data.min() < 0:
+        raise ValueError(
+            "Expression values are negative: MTAe expects log-normalised expression (e.g. "
+            "`sc.pp.normalize_total(adata); sc.pp.log1p(adata)`), as in training."
+        )
+
+
+def _split_cells(strata: np.ndarray, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation rows: ``round(validation_size × n)`` random cells of each stratum (cell type ×
+    condition) go to validation. Cells are split before any pairing, so no cell is on both sides."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for s in np.unique(strata):
+        rows = np.flatnonzero(strata == s)
+        val.append(rng.permutation(rows)[: round(validation_size * len(rows))])
+    val_idx = np.sort(np.concatenate(val)) if val else np.array([], dtype=np.int64)
+    train_idx = np.setdiff1d(np.arange(len(strata)), val_idx)
+    return train_idx.astype(np.int64), val_idx.astype(np.int64)
+
+
+def _plain(value: Any) -> Any:
+    """A Python scalar for a numpy scalar (saved attributes are primitive)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# ------------------------------------------------------------------------------------------------- OT pairs
 def ot_pairs(
     X_basis: np.ndarray,
+    *,
     groups: np.ndarray,
     conditions: np.ndarray,
     control_value: Any,
-    *,
     method: str = "auto",
     sampling: str = "argmax",
     reg: float = 0.05,
@@ -56,7 +179,7 @@ def ot_pairs(
     a fixed PCA basis); the plan between uniform weights is exact (``ot.emd``) or entropic (``ot.sinkhorn`` with
     ``reg`` × the median cost, used with ``method="auto"`` when n_ctrl × n_pert exceeds ``max_exact``). Each
     control cell takes the perturbed cell with its largest plan mass (``sampling="argmax"``) or one drawn from its
-    row of the plan (``"sample"``).
+    row of the plan (``"sample"``). Pairs never cross groups or conditions.
 
     Parameters
     ----------
@@ -73,7 +196,7 @@ def ot_pairs(
     sampling
         ``"argmax"`` or ``"sample"``.
     reg
-        Entropic regularisation relative to the median cost (sinkhorn).
+        Entropic regularisation relative to the median cost (sinkhorn), > 0.
     max_exact
         Largest n_ctrl × n_pert solved exactly with ``method="auto"``.
     seed
@@ -81,12 +204,23 @@ def ot_pairs(
 
     Returns
     -------
-    (control row indices, partner row indices, per-group table with ``n_control``, ``n_perturbed``, ``method``
-    and the transport ``cost`` ⟨plan, cost⟩).
+    (control row indices, partner row indices, per-group table with ``group``, ``condition``, ``n_control``,
+    ``n_perturbed``, ``method`` and the transport ``cost`` ⟨plan, cost⟩).
     """
     from .._utils import import_optional
 
+    if method not in ("auto", "emd", "sinkhorn"):
+        raise ValueError(f"`method` (MTAe's `ot_method`) must be 'auto', 'emd' or 'sinkhorn', got {method!r}.")
+    if sampling not in ("argmax", "sample"):
+        raise ValueError(f"`sampling` (MTAe's `ot_sampling`) must be 'argmax' or 'sample', got {sampling!r}.")
+    _check_float("reg", reg, 0.0, low_open=True)
     ot = import_optional("ot", "optimal-transport pairing")
+    X_basis, groups, conditions = np.asarray(X_basis, dtype=np.float64), np.asarray(groups), np.asarray(conditions)
+    if not len(X_basis) == len(groups) == len(conditions):
+        raise ValueError(
+            f"`X_basis`, `groups` and `conditions` must have one row per cell, got {len(X_basis)}, {len(groups)} "
+            f"and {len(conditions)}."
+        )
     rng = np.random.default_rng(seed)
     src, dst, report = [], [], []
     for g in pd.unique(groups):
@@ -97,30 +231,32 @@ def ot_pairs(
             pert = np.flatnonzero((groups == g) & (conditions == cond))
             M = ot.dist(X_basis[ctrl], X_basis[pert])  # squared Euclidean
             a, b = ot.unif(len(ctrl)), ot.unif(len(pert))
-            use = (
-                method if method != "auto" else ("emd" if len(ctrl) * len(pert) <= max_exact else "sinkhorn")
-            )
+            use = method if method != "auto" else ("emd" if len(ctrl) * len(pert) <= max_exact else "sinkhorn")
             if use == "emd":
                 plan = ot.emd(a, b, M, numItermax=max(100_000, 50 * len(ctrl) * len(pert)))
-            elif use == "sinkhorn":
-                # log-domain iterations do not underflow for small regularisation
-                plan = ot.sinkhorn(a, b, M, reg * float(np.median(M)), method="sinkhorn_log")
             else:
-                raise ValueError(f"`ot_method` must be 'auto', 'emd' or 'sinkhorn', got {method!r}.")
+                # log-domain iterations do not underflow for small regularisation; a zero median cost (identical
+                # cells) falls back to the mean so that the regularisation stays > 0
+                scale = float(np.median(M)) or float(M.mean()) or 1.0
+                plan = ot.sinkhorn(a, b, M, reg * scale, method="sinkhorn_log")
+            plan = np.asarray(plan)
+            if not np.isfinite(plan).all() or plan.sum() <= 0:
+                raise ValueError(
+                    f"The {use} transport plan between the control and {cond!r} cells of group {g!r} is not finite "
+                    f"(or empty); costs range {M.min():.3g}–{M.max():.3g}. Use `ot_method='emd'` or a larger `ot_reg`."
+                )
             if sampling == "argmax":
                 partner = plan.argmax(axis=1)
-            elif sampling == "sample":
+            else:
                 mass = plan.sum(axis=1, keepdims=True)
                 p = np.where(mass > 0, plan / np.where(mass > 0, mass, 1.0), 1.0 / len(pert))
                 partner = np.array([rng.choice(len(pert), p=row / row.sum()) for row in p])
-            else:
-                raise ValueError(f"`ot_sampling` must be 'argmax' or 'sample', got {sampling!r}.")
             src.append(ctrl)
             dst.append(pert[partner])
             report.append(
                 {
-                    "group": g,
-                    "condition": cond,
+                    "group": _plain(g),
+                    "condition": _plain(cond),
                     "n_control": len(ctrl),
                     "n_perturbed": len(pert),
                     "method": use,
@@ -128,47 +264,57 @@ def ot_pairs(
                 }
             )
     if not src:
-        raise ValueError(
-            "No group has both control and perturbed cells: optimal transport has nothing to pair."
-        )
+        raise ValueError("No group has both control and perturbed cells: optimal transport has nothing to pair.")
     return np.concatenate(src), np.concatenate(dst), pd.DataFrame(report)
 
 
+# ------------------------------------------------------------------------------------------------- model
 class MTAe(BaseModelClass):
     """Multi-task perturbation autoencoder with a FiLM-conditioned decoder, and its variants.
 
     A shared, unconditioned encoder maps each cell to a latent; the decoder is modulated at each fusion point by
     FiLM parameters γ, β generated from the one-hot condition (control, perturbations or doses), so one model
-    covers every condition. Prediction is counterfactual: encode given (control) cells, decode them with the
-    target condition.
+    covers every condition. Prediction is counterfactual: encode given control cells, decode them with the
+    target condition. The output layer is a softplus, so predictions are non-negative, like the log-normalised
+    expression the model is trained on.
 
     Variants (``variant=``):
 
     ``"MTAe"``
         Reconstruction (MSE) of each cell under its own condition.
     ``"MTAeAdv"``
-        + a latent discriminator control vs perturbed that the encoder fools (perturbation-free latent).
+        + a latent discriminator control vs perturbed (classes weighted by their frequency), trained through
+        gradient reversal: the encoder removes what the discriminator uses (a perturbation-free latent).
     ``"MTAeAdvG"``
-        + a discriminator between latents and N(0, I) samples (adversarial autoencoder).
+        + a discriminator between latents and N(0, I) samples, trained through gradient reversal (adversarial
+        autoencoder).
     ``"MTAeOT"``
         Control cells are paired with perturbed cells of the same cell type and condition by optimal transport
         (POT, in a fixed PCA basis of the training cells); the model maps control → paired perturbed cell (MSE)
-        and control → itself; perturbed cells are never fed in.
+        and control → itself; perturbed cells are never fed in. Cells are split into training and validation
+        before pairing, so the two sets share no cell.
     ``"MTAePlusOT"``
         MTAe pre-training, then OT fine-tuning.
     ``"MTVae"``, ``"MTVaeOT"``, ``"MTVaePlusOT"``
         The same with a Gaussian latent and KL term (ELBO with weight ``kl_weight``).
 
+    The condition and cell type are registered scvi-tools fields: query data (``predict``, ``load(dir,
+    adata=query)``) is mapped to the training conditions **by name** and may hold only control cells.
+    Registration writes scvi-tools' fields into the AnnData: ``obs["_scvi_condition"]``,
+    ``obs["_scvi_cell_type"]`` (codes) and ``uns["_scvi_uuid"]``, ``uns["_scvi_manager_uuid"]``.
+
     Parameters
     ----------
     adata
-        AnnData registered with :meth:`setup_anndata`.
+        AnnData registered with :meth:`setup_anndata` (or ``None`` with ``registry``).
+    registry
+        A saved registry (scvi-tools ≥ 1.2): builds the model without data, as ``load(dir, adata=False)`` does.
     variant
         One of the eight names above.
     n_latent
         Latent dimension.
     n_hidden
-        Encoder hidden widths (decoder mirrored).
+        Encoder hidden widths (decoder mirrored); an int means one hidden layer.
     film_layers
         Decoder hidden layers with FiLM, from the first (default: all).
     film_encoder
@@ -176,15 +322,17 @@ class MTAe(BaseModelClass):
     dropout
         Dropout rate.
     adversarial_weight
-        Weight of the encoder's adversarial loss (Adv variants).
+        Gradient-reversal weight of the adversary (Adv variants).
     kl_weight
         Weight of the KL term (VAE variants).
     ot_method
         ``"auto"`` (exact ``ot.emd`` up to 4 M pairs, else ``ot.sinkhorn``), ``"emd"`` or ``"sinkhorn"``.
     ot_sampling
         ``"argmax"`` of each control cell's plan row, or ``"sample"`` from it.
+    ot_reg
+        Sinkhorn's entropic regularisation relative to the median cost (> 0).
     n_pca
-        Dimensions of the PCA basis (scanpy) used for the OT cost.
+        Dimensions of the PCA basis (scikit-learn, seeded) used for the OT cost.
 
     Examples
     --------
@@ -199,7 +347,8 @@ class MTAe(BaseModelClass):
     """
 
     _module_cls = MTAeModule
-    _data_splitter_cls = TensorDataSplitter
+    _data_splitter_cls = DataSplitter  # rows of the registered fields (reconstruction)
+    _paired_data_splitter_cls = PairedDataSplitter  # pairs of rows (OT): AnnDataLoader serves single rows only
     _training_plan_cls = MTAeTrainingPlan
     _train_runner_cls = TrainRunner
 
@@ -216,6 +365,11 @@ class MTAe(BaseModelClass):
     ) -> None:
         """Validate and register a perturbation AnnData (cells × genes, log-normalised).
 
+        Registers the expression (``layer`` or ``X``), the condition (control coded 0, then the other conditions
+        in the column's category order) and the cell type as scvi-tools fields. On load onto query data
+        (scvi-tools passes ``source_registry``), the data may hold only some of the known conditions (e.g. control
+        cells only); the conditions are mapped by name, and an unknown condition raises.
+
         Parameters
         ----------
         adata
@@ -223,34 +377,48 @@ class MTAe(BaseModelClass):
         condition_key
             obs column with the condition (control, perturbations, doses).
         cell_type_key
-            obs column with the cell type (used for OT pairing and held-out splits).
+            obs column with the cell type (used for OT pairing and to stratify the validation split).
         control_value
-            Value of ``obs[condition_key]`` marking control cells.
+            Value of ``obs[condition_key]`` marking control cells (a str, int or float).
         layer
             Layer with log-normalised expression (default ``X``).
         """
-        validate_perturbation(
-            adata,
-            condition_key=condition_key,
-            cell_type_key=cell_type_key,
-            control_value=control_value,
-            layer=layer,
-        )
         setup_method_args = cls._get_setup_method_args(**locals())
-        manager = AnnDataManager(
-            fields=[LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False)],
-            setup_method_args=setup_method_args,
-        )
+        for name, value in (("condition_key", condition_key), ("cell_type_key", cell_type_key)):
+            if not isinstance(value, str):
+                raise TypeError(f"`{name}` must be the name of an obs column (a str), got {value!r}.")
+        if layer is not None and not isinstance(layer, str):
+            raise TypeError(f"`layer` must be None or the name of a layer (a str), got {layer!r}.")
+        if not isinstance(control_value, _PRIMITIVE_SCALARS):
+            raise TypeError(f"`control_value` must be a str, int or float, got {type(control_value).__name__}.")
+        if kwargs.get("source_registry") is not None:  # load(dir, adata=query)
+            _check_query_data(adata, condition_key, cell_type_key, layer)
+        else:
+            validate_perturbation(
+                adata,
+                condition_key=condition_key,
+                cell_type_key=cell_type_key,
+                control_value=control_value,
+                layer=layer,
+            )
+            check_obs_keys(adata, {"condition_key": condition_key, "cell_type_key": cell_type_key})
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            _ConditionField(PERTURBATION_REGISTRY_KEYS.CONDITION, condition_key, control_value),
+            _CellTypeField(PERTURBATION_REGISTRY_KEYS.CELL_TYPE, cell_type_key),
+        ]
+        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
     def __init__(
         self,
-        adata: AnnData,
+        adata: AnnData | None = None,
+        registry: dict | None = None,
         *,
         variant: str = "MTAe",
         n_latent: int = 32,
-        n_hidden: Sequence[int] = (512, 256),
+        n_hidden: int | Sequence[int] = (512, 256),
         film_layers: int | None = None,
         film_encoder: bool = False,
         dropout: float = 0.1,
@@ -258,104 +426,143 @@ class MTAe(BaseModelClass):
         kl_weight: float = 0.005,
         ot_method: str = "auto",
         ot_sampling: str = "argmax",
+        ot_reg: float = 0.05,
         n_pca: int = 50,
     ):
-        super().__init__(adata)
+        # every check before BaseModelClass registers anything
         if variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {list(VARIANTS)}, got {variant!r}.")
+        n_hidden = _as_widths(n_hidden)
+        _check_int("n_latent", n_latent, 1)
+        if film_layers is not None and (not _is_int(film_layers) or not 0 <= film_layers <= len(n_hidden)):
+            raise ValueError(
+                f"`film_layers` must be None or between 0 and {len(n_hidden)} (the decoder's hidden layers), got "
+                f"{film_layers!r}."
+            )
+        if not isinstance(film_encoder, bool):
+            raise TypeError(f"`film_encoder` must be a bool, got {film_encoder!r}.")
+        _check_float("dropout", dropout, 0.0, 1.0)
+        _check_float("adversarial_weight", adversarial_weight, 0.0)
+        _check_float("kl_weight", kl_weight, 0.0)
         if ot_method not in ("auto", "emd", "sinkhorn"):
             raise ValueError(f"`ot_method` must be 'auto', 'emd' or 'sinkhorn', got {ot_method!r}.")
         if ot_sampling not in ("argmax", "sample"):
             raise ValueError(f"`ot_sampling` must be 'argmax' or 'sample', got {ot_sampling!r}.")
-        s = self._setup
-        cond = adata.obs[s["condition_key"]]
-        categories = (
-            list(cond.cat.categories)
-            if isinstance(cond.dtype, pd.CategoricalDtype)
-            else sorted(pd.unique(cond), key=str)
-        )
-        categories = [c for c in categories if (cond == c).any()]
-        # control first, then the perturbations / doses in their categorical order
-        self.conditions = [s["control_value"], *[c for c in categories if c != s["control_value"]]]
+        _check_float("ot_reg", ot_reg, 0.0, low_open=True)
+        _check_int("n_pca", n_pca, 1)
+        if adata is None and registry is None:
+            raise ValueError("MTAe needs `adata` (registered with `MTAe.setup_anndata`) or a saved `registry`.")
+        super().__init__(adata, registry)
         variational, adversary, ot_mode = VARIANTS[variant]
         self.variant, self.ot_mode = variant, ot_mode
-        self.adversarial_weight, self.kl_weight = adversarial_weight, kl_weight
-        self.ot_method, self.ot_sampling, self.n_pca = ot_method, ot_sampling, n_pca
-        self.n_genes = adata.n_vars
+        self.adversarial_weight, self.kl_weight = float(adversarial_weight), float(kl_weight)
+        self.ot_method, self.ot_sampling, self.ot_reg, self.n_pca = ot_method, ot_sampling, float(ot_reg), n_pca
+        self.n_genes = int(self.summary_stats["n_vars"])
         self.module = self._module_cls(
-            self.n_genes, len(self.conditions), n_latent=n_latent, n_hidden=n_hidden, film_layers=film_layers,
-            film_encoder=film_encoder, dropout=dropout, variational=variational, adversary=adversary,
+            self.n_genes, len(self.conditions), control_code=self._control_code, n_latent=n_latent,
+            n_hidden=n_hidden, film_layers=film_layers, film_encoder=film_encoder, dropout=dropout,
+            variational=variational, adversary=adversary,
         )  # fmt: skip
-        self.ot_report_: pd.DataFrame | None = None
-        self._model_summary_string = f"{variant}: {self.n_genes} genes, conditions {self.conditions}, latent {n_latent}, hidden {tuple(n_hidden)}"
+        self.format_version_ = FORMAT_VERSION
+        self.ot_report_records_: list[dict] = []
+        self._model_summary_string = (
+            f"{variant}: {self.n_genes} genes, conditions {self.conditions}, latent {n_latent}, hidden {n_hidden}"
+        )
         self.init_params_ = self._get_init_params(locals())
 
+    # --------------------------------------------------------------------------------------------- registry
     @property
     def _setup(self) -> dict:
-        return self.adata_manager.registry["setup_args"]
+        return self.registry_["setup_args"]
+
+    def _state(self, registry_key: str) -> dict:
+        return self.registry_["field_registries"][registry_key]["state_registry"]
+
+    @property
+    def conditions(self) -> list:
+        """The conditions the model knows, in code order (the control first)."""
+        return [_plain(c) for c in self._state(PERTURBATION_REGISTRY_KEYS.CONDITION)[_MAPPING]]
+
+    @property
+    def _control_code(self) -> int:
+        return self._condition_code(self._setup["control_value"])
+
+    def _condition_code(self, condition: Any) -> int:
+        codes = [i for i, c in enumerate(self.conditions) if c == condition]
+        if not codes:
+            raise ValueError(f"Unknown `condition` {condition!r}; the model knows {self.conditions}.")
+        return codes[0]
+
+    @property
+    def ot_report(self) -> pd.DataFrame | None:
+        """OT variants: the pairing of the last training, per split (training / validation), cell type and
+        condition: cells and transport cost. ``None`` before an OT training."""
+        return pd.DataFrame(self.ot_report_records_) if self.ot_report_records_ else None
 
     # --------------------------------------------------------------------------------------------- data
-    def _expression(self, adata: AnnData) -> np.ndarray:
-        s = self._setup
-        if adata is self.adata:
-            X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        else:
-            X = get_rep(adata, layer=s["layer"])
-            if adata.n_vars != self.n_genes or not adata.var_names.equals(self.adata.var_names):
-                raise ValueError(
-                    f"`adata` must have the {self.n_genes} genes of the training data, in the same order."
+    def _codes(self, registry_key: str) -> np.ndarray:
+        return np.asarray(self.adata_manager.get_from_registry(registry_key)).reshape(-1).astype(np.int64)
+
+    def _ot_pairs(self, train_idx: np.ndarray, val_idx: np.ndarray, seed: int) -> tuple[tuple, tuple, list]:
+        """OT pairs within the training cells and within the validation cells (in a PCA basis fitted on the
+        training cells), plus control → itself pairs; the report as records."""
+        from ..tl._pca import pca_basis
+
+        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        cond, groups = self._codes(PERTURBATION_REGISTRY_KEYS.CONDITION), self._codes(PERTURBATION_REGISTRY_KEYS.CELL_TYPE)
+        project = pca_basis(to_dense(X[train_idx], np.float32), self.n_pca, seed=seed)
+        group_names = self._state(PERTURBATION_REGISTRY_KEYS.CELL_TYPE)[_MAPPING]
+        pairs, records = [], []
+        for split, rows in (("training", train_idx), ("validation", val_idx)):
+            ctrl = rows[cond[rows] == self._control_code]
+            try:
+                src, dst, report = ot_pairs(
+                    project(to_dense(X[rows], np.float32)), groups=groups[rows], conditions=cond[rows],
+                    control_value=self._control_code, method=self.ot_method, sampling=self.ot_sampling,
+                    reg=self.ot_reg, seed=seed,
+                )  # fmt: skip
+            except ValueError as err:
+                if split == "training" or "nothing to pair" not in str(err):
+                    raise
+                pairs.append((np.array([], dtype=np.int64), np.array([], dtype=np.int64)))
+                continue
+            pairs.append((np.concatenate([ctrl, rows[src]]), np.concatenate([ctrl, rows[dst]])))
+            for rec in report.to_dict("records"):
+                records.append(
+                    {
+                        "split": split,
+                        **rec,
+                        "group": _plain(group_names[rec["group"]]),
+                        "condition": self.conditions[rec["condition"]],
+                    }
                 )
-        X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
-        return X.astype(np.float32, copy=False)
-
-    def _onehot(self, labels: Sequence[Any]) -> torch.Tensor:
-        index = {c: i for i, c in enumerate(self.conditions)}
-        unknown = sorted({str(v) for v in labels if v not in index})
-        if unknown:
-            raise ValueError(f"Unknown conditions {unknown}; the model knows {self.conditions}.")
-        codes = torch.as_tensor([index[v] for v in labels])
-        return torch.nn.functional.one_hot(codes, len(self.conditions)).float()
-
-    def _reconstruction_tensors(self) -> dict[str, torch.Tensor]:
-        s = self._setup
-        X = torch.from_numpy(self._expression(self.adata))
-        cond = self.adata.obs[s["condition_key"]].to_numpy()
-        onehot = self._onehot(cond)
-        perturbed = torch.as_tensor(cond != s["control_value"], dtype=torch.float32)
-        return {"X": X, "target": X, "condition": onehot, "condition_in": onehot, "perturbed": perturbed}
-
-    def _ot_tensors(self, seed: int) -> dict[str, torch.Tensor]:
-        import scanpy as sc
-
-        s = self._setup
-        X = self._expression(self.adata)
-        basis = sc.pp.pca(X, n_comps=min(self.n_pca, min(X.shape) - 1), random_state=seed)
-        cond = self.adata.obs[s["condition_key"]].to_numpy()
-        groups = self.adata.obs[s["cell_type_key"]].astype(str).to_numpy()
-        src, dst, report = ot_pairs(
-            basis,
-            groups,
-            cond,
-            s["control_value"],
-            method=self.ot_method,
-            sampling=self.ot_sampling,
-            seed=seed,
-        )
-        self.ot_report_ = report
-        ctrl = np.flatnonzero(cond == s["control_value"])
-        rows_in = np.concatenate([ctrl, src])
-        rows_out = np.concatenate([ctrl, dst])
-        Xt = torch.from_numpy(X)
-        control_onehot = self._onehot([s["control_value"]] * len(rows_in))
-        return {
-            "X": Xt[rows_in],
-            "target": Xt[rows_out],
-            "condition": self._onehot(cond[rows_out]),
-            "condition_in": control_onehot,
-            "perturbed": torch.as_tensor(cond[rows_out] != s["control_value"], dtype=torch.float32),
-        }
+        return pairs[0], pairs[1], records
 
     # --------------------------------------------------------------------------------------------- train
+    def _check_train_args(self, max_epochs, batch_size, lr, weight_decay, seed, validation_size, pretrain_epochs,
+                          enable_progress_bar) -> list[tuple[str, int]]:  # fmt: skip
+        _check_int("max_epochs", max_epochs, 1)
+        _check_int("batch_size", batch_size, 1)
+        _check_float("lr", lr, 0.0, low_open=True)
+        _check_float("weight_decay", weight_decay, 0.0)
+        if not _is_int(seed):
+            raise ValueError(f"`seed` must be an int, got {seed!r}.")
+        _check_float("validation_size", validation_size, 0.0, 1.0)
+        if not isinstance(enable_progress_bar, bool):
+            raise TypeError(f"`enable_progress_bar` must be a bool, got {enable_progress_bar!r}.")
+        if self.adata_manager is None:
+            raise ValueError("This model has no data to train on (loaded with `adata=False`); pass `adata=` to load.")
+        if self.ot_mode != "plus_ot":
+            if pretrain_epochs is not None:
+                raise ValueError(
+                    f"`pretrain_epochs` applies to the PlusOT variants only; {self.variant} got {pretrain_epochs!r}."
+                )
+            return [("ot" if self.ot_mode == "ot" else "reconstruction", int(max_epochs))]
+        pre = max_epochs // 2 if pretrain_epochs is None else pretrain_epochs
+        if not _is_int(pre) or not 0 <= pre <= max_epochs:
+            raise ValueError(f"`pretrain_epochs` must be an int between 0 and `max_epochs` ({max_epochs}), got {pre!r}.")
+        return [(kind, int(n)) for kind, n in (("reconstruction", pre), ("ot", max_epochs - pre)) if n > 0]
+
     def train(
         self,
         max_epochs: int = 100,
@@ -371,24 +578,30 @@ class MTAe(BaseModelClass):
         enable_progress_bar: bool = True,
         **trainer_kwargs,
     ) -> None:
-        """Train with Adam (and an alternating discriminator for the Adv variants).
+        """Train with Adam (the adversary, when present, in the same step through gradient reversal).
+
+        Every argument and the data are checked, and the cells split and OT-paired, before anything changes: a
+        call that raises leaves the model and the random state as they were.
 
         Parameters
         ----------
         max_epochs
-            Epochs in all (PlusOT: pre-training + fine-tuning).
+            Epochs in all (PlusOT: pre-training + fine-tuning), an int ≥ 1.
         batch_size
-            Cells per batch.
+            Cells (or OT pairs) per batch.
         lr, weight_decay
             Adam parameters.
         seed
-            Seeds initialisation (before the first training), the split, batch order, OT sampling and dropout.
+            Seeds initialisation (before the first training), the split, the PCA, OT sampling, batch order and
+            dropout.
         accelerator, devices
             Lightning's; ``"auto"`` uses a GPU when present.
         validation_size
-            Fraction of rows held out to monitor ``validation_loss``.
+            Fraction of cells of each (cell type, condition) held out to monitor ``validation_loss``; OT pairs are
+            built within each side.
         pretrain_epochs
-            PlusOT variants: epochs of MTAe pre-training before OT fine-tuning (default half of ``max_epochs``).
+            PlusOT variants only: epochs of MTAe pre-training before OT fine-tuning (default half of
+            ``max_epochs``).
         enable_progress_bar
             Show Lightning's progress bar.
         **trainer_kwargs
@@ -396,31 +609,47 @@ class MTAe(BaseModelClass):
 
         Notes
         -----
-        ``model.history`` holds the per-epoch losses; OT variants report their pairing in ``model.ot_report_``
-        (cells and transport cost per cell type and condition).
+        ``model.history`` holds the per-epoch losses; OT variants report their pairing in ``model.ot_report``
+        (cells and transport cost per split, cell type and condition).
         """
+        phases = self._check_train_args(
+            max_epochs, batch_size, lr, weight_decay, seed, validation_size, pretrain_epochs, enable_progress_bar
+        )
+        cond = self._codes(PERTURBATION_REGISTRY_KEYS.CONDITION)
+        groups = self._codes(PERTURBATION_REGISTRY_KEYS.CELL_TYPE)
+        train_idx, val_idx = _split_cells(groups * len(self.conditions) + cond, validation_size, seed)
+        pos_weight = None
+        if self.module.adversary == "condition":
+            n_ctrl = int((cond[train_idx] == self._control_code).sum())
+            n_pert = len(train_idx) - n_ctrl
+            if n_ctrl == 0 or n_pert == 0:
+                raise ValueError(
+                    f"{self.variant}'s adversary needs control and perturbed training cells; got {n_ctrl} control and "
+                    f"{n_pert} perturbed."
+                )
+            pos_weight = n_ctrl / n_pert
+        ot_data = self._ot_pairs(train_idx, val_idx, seed) if any(k == "ot" for k, _ in phases) else None
+        # ---- nothing has changed so far; from here on the model is modified
         seed_and_reset(self, seed)
-        if self.ot_mode == "plus_ot":
-            pre = max_epochs // 2 if pretrain_epochs is None else pretrain_epochs
-            if not 0 <= pre <= max_epochs:
-                raise ValueError(f"`pretrain_epochs` must be between 0 and `max_epochs`, got {pre}.")
-            phases = [("reconstruction", pre), ("ot", max_epochs - pre)]
-        else:
-            phases = [("ot" if self.ot_mode == "ot" else "reconstruction", max_epochs)]
+        if ot_data is not None:
+            self.ot_report_records_ = ot_data[2]
         for kind, epochs in phases:
-            if epochs == 0:
-                continue
-            tensors = self._ot_tensors(seed) if kind == "ot" else self._reconstruction_tensors()
-            splitter = self._data_splitter_cls(
-                tensors, validation_size=validation_size, batch_size=batch_size, seed=seed
-            )
+            if kind == "ot":
+                splitter = self._paired_data_splitter_cls(
+                    self.adata_manager, ot_data[0], ot_data[1], batch_size=batch_size, seed=seed
+                )
+            else:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*Last batch will have a small size.*")
+                    splitter = self._data_splitter_cls(
+                        self.adata_manager,
+                        external_indexing=[train_idx, val_idx, np.array([], dtype=np.int64)],
+                        batch_size=batch_size,
+                    )
             plan = self._training_plan_cls(
-                self.module,
-                lr=lr,
-                weight_decay=weight_decay,
-                kl_weight=self.kl_weight,
-                adversarial_weight=self.adversarial_weight,
-            )
+                self.module, lr=lr, weight_decay=weight_decay, kl_weight=self.kl_weight,
+                adversarial_weight=self.adversarial_weight, pos_weight=pos_weight,
+            )  # fmt: skip
             kwargs = {"check_val_every_n_epoch": 1, "log_every_n_steps": 1, **trainer_kwargs}
             runner = self._train_runner_cls(
                 self,
@@ -433,68 +662,96 @@ class MTAe(BaseModelClass):
                 **kwargs,
             )
             run_training(self, runner)
-        self.train_params_ = {"max_epochs": max_epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+        self.train_params_ = {
+            "max_epochs": int(max_epochs), "batch_size": int(batch_size), "lr": float(lr),
+            "weight_decay": float(weight_decay), "seed": int(seed), "validation_size": float(validation_size),
+            "pretrain_epochs": None if pretrain_epochs is None else int(pretrain_epochs),
+        }  # fmt: skip
 
     # --------------------------------------------------------------------------------------------- queries
-    @torch.inference_mode()
-    def _encode_decode(
-        self, adata: AnnData, condition: Any | None, batch_size: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        self._check_if_trained(warn=True)
+    def _query_data(self, adata: AnnData | None) -> AnnData:
+        """The data of a query, checked (genes by name, expression non-negative) and registered by name."""
+        if adata is None:
+            if self.adata is None:
+                raise ValueError("This model was loaded without data; pass `adata=`.")
+            return self.adata
         s = self._setup
-        X = torch.from_numpy(self._expression(adata))
-        check_obs_keys(adata, {"condition_key": s["condition_key"]})
-        own = adata.obs[s["condition_key"]].to_numpy()
-        cond_in = self._onehot(own)
-        cond_out = cond_in if condition is None else self._onehot([condition] * adata.n_obs)
+        _check_query_data(adata, s["condition_key"], s["cell_type_key"], s["layer"])
+        genes = list(self.get_var_names())
+        if adata.n_vars != len(genes) or list(adata.var_names) != genes:
+            raise ValueError(
+                f"`adata` must have the model's {len(genes)} genes, in the same order (adata.var_names); it has "
+                f"{adata.n_vars}. Subset it: `adata[:, model.get_var_names()].copy()`."
+            )
+        return self._validate_anndata(adata)
+
+    @torch.inference_mode()
+    def _forward(self, adata: AnnData, condition_code: int | None, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        _check_int("batch_size", batch_size, 1)
+        self._check_if_trained(warn=True)
+        loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
         self.module.eval()
-        device = self.module.device
         zs, xs = [], []
-        for start in range(0, adata.n_obs, batch_size):
-            sl = slice(start, start + batch_size)
-            inf = self.module.inference(X[sl].to(device), cond_in[sl].to(device), sample=False)
-            gen = self.module.generative(inf["z"], cond_out[sl].to(device))
-            zs.append(inf["z"].cpu().numpy())
-            xs.append(gen["x_hat"].cpu().numpy())
+        for tensors in loader:
+            own = tensors[PERTURBATION_REGISTRY_KEYS.CONDITION]
+            inf = self.module.inference(tensors[REGISTRY_KEYS.X_KEY], own, sample=False)
+            out = own if condition_code is None else torch.full_like(own, condition_code)
+            gen = self.module.generative(inf[Z_KEY], out)
+            zs.append(inf[Z_KEY].cpu().numpy())
+            xs.append(gen[X_HAT_KEY].cpu().numpy())
         return np.concatenate(zs), np.concatenate(xs)
 
+    @staticmethod
+    def _output(x_hat: np.ndarray, adata: AnnData) -> AnnData:
+        obs = adata.obs.loc[:, [c for c in adata.obs.columns if not str(c).startswith("_scvi_")]].copy()
+        return AnnData(x_hat, obs=obs, var=adata.var.copy())
+
     def predict(self, adata_ctrl: AnnData, *, condition: Any, batch_size: int = 1024) -> AnnData:
-        """Counterfactual prediction: encode the given cells, decode them under ``condition``.
+        """Counterfactual prediction: encode the given control cells, decode them under ``condition``.
 
         Parameters
         ----------
         adata_ctrl
-            Cells to transform (typically the control cells of a held-out cell type), with the training genes.
+            Control cells to transform (e.g. those of a held-out cell type), with the training genes and the
+            condition and cell type columns of :meth:`setup_anndata`. Every cell must be a control cell.
         condition
-            Target condition (a value of ``obs[condition_key]`` seen in training).
+            Target condition (a condition seen in training, by name).
         batch_size
             Cells per forward pass.
 
         Returns
         -------
-        A new AnnData: one predicted cell per input cell, the same ``var``, a copy of the input's ``obs``;
-        ``uns["mtae_predict"]`` records the variant and the condition. ``adata_ctrl`` is not modified.
+        A new AnnData: one predicted (non-negative) cell per input cell, the same ``var``, a copy of the input's
+        ``obs``; ``uns["mtae_predict"]`` records the variant and the condition. ``adata_ctrl`` gets scvi-tools'
+        registration fields (see the class docstring), nothing else.
         """
-        if condition not in self.conditions:
-            raise ValueError(f"Unknown `condition` {condition!r}; the model knows {self.conditions}.")
-        _, x_hat = self._encode_decode(adata_ctrl, condition, batch_size)
-        out = AnnData(x_hat, obs=adata_ctrl.obs.copy(), var=adata_ctrl.var.copy())
+        code = self._condition_code(condition)
+        key, control = self._setup["condition_key"], self._setup["control_value"]
+        check_obs_keys(adata_ctrl, {"condition_key": key})
+        not_ctrl = (adata_ctrl.obs[key] != control).to_numpy()
+        if not_ctrl.any():
+            raise ValueError(
+                f"predict's input cells must be control cells (adata.obs[{key!r}] == {control!r}); {int(not_ctrl.sum())} "
+                f"of {adata_ctrl.n_obs} are not (conditions {_preview(pd.unique(adata_ctrl.obs[key][not_ctrl]))}). "
+                f"Select the controls: `adata[adata.obs[{key!r}] == {control!r}].copy()`."
+            )
+        adata_ctrl = self._query_data(adata_ctrl)
+        _, x_hat = self._forward(adata_ctrl, code, batch_size)
+        out = self._output(x_hat, adata_ctrl)
         out.uns["mtae_predict"] = {"variant": self.variant, "condition": str(condition)}
         return out
 
     def reconstruct(self, adata: AnnData | None = None, *, batch_size: int = 1024) -> AnnData:
-        """Reconstruct cells under their own condition (same layout as :meth:`predict`)."""
-        adata = self.adata if adata is None else adata
-        _, x_hat = self._encode_decode(adata, None, batch_size)
-        return AnnData(x_hat, obs=adata.obs.copy(), var=adata.var.copy())
+        """Reconstruct cells under their own condition (same layout as :meth:`predict`; any known conditions)."""
+        adata = self._query_data(adata)
+        _, x_hat = self._forward(adata, None, batch_size)
+        return self._output(x_hat, adata)
 
-    def get_latent_representation(
-        self, adata: AnnData | None = None, *, batch_size: int = 1024
-    ) -> np.ndarray:
+    def get_latent_representation(self, adata: AnnData | None = None, *, batch_size: int = 1024) -> np.ndarray:
         """Latent of each cell (the posterior mean for VAE variants): ndarray n_cells × n_latent."""
-        adata = self.adata if adata is None else adata
-        z, _ = self._encode_decode(adata, None, batch_size)
+        adata = self._query_data(adata)
+        z, _ = self._forward(adata, None, batch_size)
         return z
 
 
-__all__ = ["VARIANTS", "MTAe", "ot_pairs"]
+__all__ = ["FORMAT_VERSION", "VARIANTS", "MTAe", "ot_pairs"]

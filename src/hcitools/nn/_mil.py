@@ -219,8 +219,9 @@ class MultiTaskDSMILHeads(nn.Module):
     """One DSMIL head per task (Li et al., 2021): instance classifier + attention to the critical instance.
 
     The instance classifier scores every instance; the top-scoring one is the critical instance; attention is
-    the masked softmax of ⟨q(h_k), q(h_crit)⟩ / √d_q; the bag score is a linear map of Σ_k a_k v(h_k); the
-    output logit is the mean of the critical instance's score and the bag score.
+    the masked softmax of ⟨q(h_k), q(h_crit)⟩ / √d_q; the bag score is a linear map of Σ_k a_k v(h_k). Returns
+    both streams, ``instance_logits`` (the critical instance's score) and ``bag_logits``, which DSMIL trains with
+    a loss each, and their mean as the prediction ``logits``.
     """
 
     def __init__(
@@ -237,7 +238,8 @@ class MultiTaskDSMILHeads(nn.Module):
         self.scale = 1.0 / math.sqrt(n_attention)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``h``: B × N × n_input; returns ``logits`` B × T, ``attention`` B × T × N, ``bag_embedding`` B × T × h."""
+        """``h``: B × N × n_input; returns ``logits``, ``instance_logits``, ``bag_logits`` (B × T), ``attention``
+        (B × T × N) and ``bag_embedding`` (B × T × h)."""
         layers = (self.project, self.instance_classifier, self.query, self.value, self.bag_classifier)
         return _forward_in_blocks(self, layers, h, mask, 2 * self.value.weight.shape[2])
 
@@ -255,9 +257,10 @@ class MultiTaskDSMILHeads(nn.Module):
         attention = masked_softmax(scores, mask[None])
         z = torch.matmul(attention.unsqueeze(-2), task_linear(H, *value)).squeeze(-2)  # T × B × h
         bag_score = task_linear(z, *bag_classifier).squeeze(-1)
-        logits = 0.5 * (max_score + bag_score)
         return {
-            "logits": logits.T,
+            "logits": (0.5 * (max_score + bag_score)).T,
+            "instance_logits": max_score.T,
+            "bag_logits": bag_score.T,
             "attention": attention.permute(1, 0, 2),
             "bag_embedding": z.transpose(0, 1),
         }

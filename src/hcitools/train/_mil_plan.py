@@ -12,7 +12,8 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from .._constants import MIL_KEYS
+from .._constants import MIL_KEYS, MODULE_KEYS
+from ._weighting import TaskWeighting, make_weighting
 
 VAL_MEAN_AUROC = "validation_mean_auroc"
 
@@ -37,15 +38,18 @@ def per_task_auroc(prob: np.ndarray, labels: np.ndarray, groups: np.ndarray | No
 class MILTrainingPlan(pl.LightningModule):
     """Optimisation and metrics of MIL classifiers (a Lightning module used as scvi-tools' training plan).
 
-    scvi-tools' :class:`~scvi.train.TrainingPlan` logs ELBO terms; a classifier needs task metrics instead, so
-    this plan logs ``train_loss`` per epoch and, after each validation epoch, ``validation_auroc_<assay>`` (NaN when
-    the validation bags hold a single observed class of the assay) and ``validation_mean_auroc`` (mean over the
-    finite AUROCs of ``primary_assays``, 0.5 when there is none; the early-stopping monitor).
+    scvi-tools' :class:`~scvi.train.TrainingPlan` logs ELBO terms; a classifier needs task metrics instead. The
+    module's loss returns the undetached per-task losses and the number of observed labels per task; this plan
+    combines them through a task-weighting strategy (:mod:`hcitools.train._weighting`) and logs, per epoch,
+    ``train_loss`` (the combined loss), ``train_loss_<assay>`` (NaN in an epoch without labels of the assay),
+    ``task_weight_<assay>``, ``validation_loss``, and after each validation epoch ``validation_auroc_<assay>``
+    (NaN when the validation bags hold a single observed class of the assay) and ``validation_mean_auroc`` (mean
+    over the finite AUROCs of ``primary_assays``, 0.5 when there is none; the early-stopping monitor).
 
     Under data-parallel training (Lightning's DDP strategies) each process validates a shard of the validation
     bags. The probabilities, labels and bag indices of all shards are gathered, bags that the distributed
     sampler repeated to even out the shards are counted once, and every process computes the AUROC of the whole
-    validation set, so that early stopping and model selection agree across processes. The losses are averaged
+    validation set, so that early stopping and model selection agree across processes. Losses are averaged
     across processes.
 
     Parameters
@@ -64,6 +68,11 @@ class MILTrainingPlan(pl.LightningModule):
         Group (compound) of every bag, indexed by bag index (``batch["bag_index"]``), i.e. an array over all bags
         of the data, not only the validation bags; validation probabilities are averaged per group before AUROC.
         None evaluates bags.
+    pos_weight
+        T weights of the positive class in the BCE (e.g. ``n_neg / n_pos`` of the training bags), or None.
+    task_weighting
+        A name of ``hcitools.train._weighting.WEIGHTINGS`` (``"equal"``) or a
+        :class:`~hcitools.train.TaskWeighting`.
     """
 
     def __init__(
@@ -76,6 +85,8 @@ class MILTrainingPlan(pl.LightningModule):
         weight_decay: float = 5e-4,
         max_epochs: int = 100,
         bag_groups: np.ndarray | None = None,
+        pos_weight: torch.Tensor | None = None,
+        task_weighting: str | TaskWeighting = "equal",
     ):
         super().__init__()
         self.module = module
@@ -84,37 +95,56 @@ class MILTrainingPlan(pl.LightningModule):
         self.primary_index = np.array([self.assays.index(a) for a in primary])
         self.lr, self.weight_decay, self.max_epochs = lr, weight_decay, max_epochs
         self.bag_groups = None if bag_groups is None else np.asarray(bag_groups)
+        self.weighting = make_weighting(task_weighting, len(self.assays))
+        self.register_buffer(
+            "pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
+        )
         self._val_prob: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
         self._val_bags: list[torch.Tensor] = []
+        self._reset_task_sums()
+
+    def _reset_task_sums(self) -> None:
+        self._task_sums: torch.Tensor | None = None  # 3 × T: loss sum, weight sum, batches with labels
 
     def forward(self, batch):
-        return self.module(batch)
+        return self.module(batch, loss_kwargs={"pos_weight": self.pos_weight})
+
+    def _step(self, batch) -> tuple:
+        inference, _, out = self(batch)
+        task_loss = out.extra_metrics[MODULE_KEYS.TASK_LOSS]
+        task_count = out.extra_metrics[MODULE_KEYS.TASK_COUNT]
+        loss, weights = self.weighting(task_loss, task_count)
+        return inference, loss, task_loss, task_count, weights.detach(), out.n_obs_minibatch
 
     def training_step(self, batch, batch_idx):
-        _, _, loss = self.module(batch)
+        _, loss, task_loss, task_count, weights, n = self._step(batch)
+        observed = (task_count > 0).to(task_loss.dtype)
+        sums = torch.stack([task_loss.detach() * observed, weights * observed, observed])
+        self._task_sums = sums if self._task_sums is None else self._task_sums + sums
         self.log(
-            "train_loss",
-            loss.loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=loss.n_obs_minibatch,
-            sync_dist=True,  # a no-op in a single process
+            "train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True
         )
-        return loss.loss
+        return loss
+
+    def on_train_epoch_end(self):
+        sums, self._task_sums = self._task_sums, None
+        if sums is None:
+            return
+        if self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        n = sums[2]
+        mean = torch.where(n > 0, sums[:2] / n.clamp_min(1), torch.full_like(sums[:2], float("nan")))
+        mean = mean.cpu().numpy()
+        log = {"on_epoch": True, "sync_dist": False}  # reduced above: the same value in every process
+        for t, name in enumerate(self.assays):
+            self.log(f"train_loss_{name}", float(mean[0, t]), **log)
+            self.log(f"task_weight_{name}", float(mean[1, t]), **log)
 
     def validation_step(self, batch, batch_idx):
-        inference, _, loss = self.module(batch)
-        self.log(
-            "validation_loss",
-            loss.loss,
-            on_step=False,
-            on_epoch=True,
-            batch_size=loss.n_obs_minibatch,
-            sync_dist=True,
-        )
-        self._val_prob.append(torch.sigmoid(inference["logits"]).detach().float())
+        inference, loss, *_, n = self._step(batch)
+        self.log("validation_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self._val_prob.append(torch.sigmoid(inference[MODULE_KEYS.LOGITS]).detach().float())
         self._val_labels.append(batch[MIL_KEYS.LABELS].detach())
         self._val_bags.append(batch[MIL_KEYS.BAG_INDEX].detach())
 
@@ -153,6 +183,8 @@ class MILTrainingPlan(pl.LightningModule):
             return
         groups = self.bag_groups[bags] if self.bag_groups is not None else None
         auroc = per_task_auroc(prob, labels, groups)
+        if not self.trainer.sanity_checking:
+            self.weighting.on_validation_epoch_end(auroc)
         # Every process holds the same values; syncing them with "max" is exact (a mean need not be) and tells
         # Lightning that they are valid across processes. Without distributed training it is a no-op.
         log = {"sync_dist": True, "reduce_fx": "max"}
@@ -164,6 +196,7 @@ class MILTrainingPlan(pl.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.module.parameters() if p.requires_grad]
+        params += [p for p in self.weighting.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.max_epochs))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

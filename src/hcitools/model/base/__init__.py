@@ -1,0 +1,6 @@
+"""Shared pieces of hcitools' model classes: persistence and registered fields."""
+
+from ._fields import BagIdField, LabelsField
+from ._persistence import FORMAT_VERSION, PersistenceMixin
+
+__all__ = ["FORMAT_VERSION", "BagIdField", "LabelsField", "PersistenceMixin"]
