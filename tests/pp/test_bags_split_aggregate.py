@@ -125,3 +125,17 @@ def test_group_folds_do_not_depend_on_row_order():
     pd.testing.assert_series_equal(a, b.loc[a.index])
     # the seed breaks the ties: some seed gives another assignment
     assert any(not _balanced_group_folds(groups, 5, seed=s).equals(a) for s in range(1, 6))
+
+
+@pytest.mark.parametrize("how", ["mean", "median", "modz"])
+def test_aggregate_sparse_equals_dense(screen, how):
+    from scipy import sparse
+
+    dense = ht.pp.aggregate(screen, by="well", how=how)
+    sp = screen.copy()
+    sp.X = sparse.csr_matrix(sp.X)
+    np.testing.assert_allclose(ht.pp.aggregate(sp, by="well", how=how).X, dense.X, rtol=1e-5, atol=1e-6)
+    screen.obsm["emb"] = sparse.csr_matrix(screen.X)
+    np.testing.assert_allclose(
+        ht.pp.aggregate(screen, by="well", how=how, rep_key="emb").X, dense.X, rtol=1e-5, atol=1e-6
+    )

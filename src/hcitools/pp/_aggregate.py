@@ -7,12 +7,31 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
 from scipy.stats import rankdata
 
 from .._constants import HCI_KEYS
-from .._utils import logger
-from .._validate import check_anndata, check_obs_keys, get_rep
+from .._utils import logger, to_dense
+from .._validate import _preview, check_anndata, check_obs_keys, get_rep
+
+
+def check_one_row_per_well(adata: AnnData, bag_key: str | None, *, function: str) -> None:
+    """Raise if a well of ``obs[bag_key]`` has several rows: crop- or cell-level data given to a well-level tool.
+
+    ``bag_key=None`` skips the check. The message names the fix (:func:`aggregate`).
+    """
+    if bag_key is None:
+        return
+    check_obs_keys(adata, {"bag_key": bag_key})
+    counts = adata.obs[bag_key].astype(str).value_counts()
+    multi = counts[counts.to_numpy() > 1]
+    if len(multi):
+        raise ValueError(
+            f"`{function}` is defined on wells (one row per well), but {len(multi)} wells of "
+            f"adata.obs[{bag_key!r}] (argument `bag_key`) hold several rows (e.g. {_preview(multi.index, 3)}, "
+            f"up to {int(multi.max())} rows): this looks like crop- or cell-level data. Aggregate it first: "
+            f"`wells = ht.pp.aggregate(adata, by={bag_key!r})`. If these ids are well positions that repeat on each "
+            "plate, build plate-qualified ids with `ht.pp.make_bag_key`; `bag_key=None` skips this check."
+        )
 
 
 def _constant_columns(obs: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -104,19 +123,16 @@ def aggregate(
     codes, uniques = pd.factorize(groups)
     n_groups = len(uniques)
     if how == "modz":
-        Xd = X.toarray() if sparse.issparse(X) else np.asarray(X, dtype=np.float64)
-        Xa = _modz(Xd, codes, n_groups)
+        Xa = _modz(to_dense(X, np.float64), codes, n_groups)
     else:
         import scanpy as sc
 
         tmp = AnnData(X=X if rep_key is None else np.zeros((adata.n_obs, 1), np.float32))
         if rep_key is not None:
-            tmp.obsm["rep"] = np.asarray(X)
+            tmp.obsm["rep"] = to_dense(X)
         tmp.obs["group"] = pd.Categorical(groups, categories=list(uniques))
         res = sc.get.aggregate(tmp, by="group", func=how, obsm="rep" if rep_key is not None else None)
-        Xa = np.asarray(res.layers[how])
-        Xa = Xa[res.obs_names.get_indexer(list(uniques))]
-        Xa = Xa.toarray() if sparse.issparse(Xa) else Xa
+        Xa = to_dense(res.layers[how])[res.obs_names.get_indexer(list(uniques))]
     obs_const = _constant_columns(adata.obs.assign(**{by: groups}), by).reindex(list(uniques))
     obs_const[by] = list(uniques)
     obs_const = obs_const.drop(columns=["n_instances"], errors="ignore")  # re-counted for the new groups

@@ -9,8 +9,9 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import HCI_KEYS
-from .._utils import check_free_keys, import_optional, log_written, logger
+from .._utils import check_free_keys, import_optional, log_written, logger, to_dense
 from .._validate import check_anndata, check_controls, get_rep
+from ..pp._aggregate import check_one_row_per_well
 
 
 def phenotypic_activity(
@@ -18,15 +19,18 @@ def phenotypic_activity(
     *,
     compound_key: str = HCI_KEYS.COMPOUND,
     control_value: Any = HCI_KEYS.CONTROL_VALUE,
+    bag_key: str | None = HCI_KEYS.WELL,
     rep_key: str | None = None,
     distance: str = "cosine",
     null_size: int = 10_000,
     threshold: float = 0.05,
     seed: int = 0,
     key_added: str = "phenotypic_activity",
+    inplace: bool = True,
+    copy: bool = False,
     overwrite: bool = False,
     progress: bool = False,
-) -> pd.DataFrame:
+) -> pd.DataFrame | AnnData | None:
     """Mean average precision (mAP) of retrieving each compound's replicate profiles against controls.
 
     For every non-control profile (a well), its replicates (the other wells of the same compound, e.g. its
@@ -43,6 +47,9 @@ def phenotypic_activity(
         obs column with compound ids.
     control_value
         Value of ``obs[compound_key]`` marking the negative controls.
+    bag_key
+        obs column with the (plate-qualified) well ids. Crop- or cell-level data (several rows per well) is
+        refused, since crops of one well would count as replicates of each other; ``None`` skips the check.
     rep_key
         obsm key of the profiles; ``None`` uses ``X``.
     distance
@@ -55,6 +62,12 @@ def phenotypic_activity(
         Seed of the permutation null.
     key_added
         uns key to write.
+    inplace
+        scanpy's rule for a function whose output is a table: ``True`` writes the results into
+        ``adata.uns[key_added]`` and returns ``None``; ``False`` returns the per-compound table and writes nothing.
+    copy
+        Write the results into a copy of ``adata`` and return the copy (``adata`` is left untouched); cannot be
+        combined with ``inplace=False``.
     overwrite
         Replace an existing ``uns[key_added]``.
     progress
@@ -62,26 +75,44 @@ def phenotypic_activity(
 
     Returns
     -------
-    DataFrame, one row per compound: ``mean_average_precision``, ``p_value``, ``corrected_p_value``,
-    ``below_corrected_p``. Also written to ``uns[key_added]["per_compound"]``, with the overall mean mAP and the
-    fraction retrieved in ``uns[key_added]["summary"]``.
+    With ``inplace=True`` (default): ``None``; with ``copy=True``: the modified copy. Both write
+    ``uns[key_added]``, a dict with ``"per_compound"`` (DataFrame, one row per compound:
+    ``mean_average_precision``, ``p_value``, ``corrected_p_value``, ``below_corrected_p``) and ``"summary"``
+    (overall mean mAP, fraction retrieved, parameters). With ``inplace=False``: the ``per_compound`` DataFrame,
+    and nothing is written.
 
     Examples
     --------
     >>> import hcitools as ht
     >>> plate = ht.datasets.lincs_plate()  # doctest: +SKIP
     >>> ht.pp.normalize_plates(plate, control_value="DMSO")  # doctest: +SKIP
-    >>> res = ht.tl.phenotypic_activity(plate, control_value="DMSO")  # doctest: +SKIP
+    >>> ht.tl.phenotypic_activity(plate, control_value="DMSO")  # doctest: +SKIP
+    >>> plate.uns["phenotypic_activity"]["per_compound"].head()  # doctest: +SKIP
+    >>> table = ht.tl.phenotypic_activity(plate, control_value="DMSO", inplace=False)  # doctest: +SKIP
     """
     check_anndata(adata)
+    if copy and not inplace:
+        raise ValueError(
+            "`copy=True` returns a copy holding the results and `inplace=False` returns only the table; pass one."
+        )
+    check_one_row_per_well(adata, bag_key, function="phenotypic_activity")
     is_ctrl = check_controls(adata, compound_key, control_value, plate_key=None)
+    if is_ctrl.all():
+        raise ValueError(
+            f"Every row is a control ({compound_key} == {control_value!r}); there is nothing to score."
+        )
     X = get_rep(adata, rep_key=rep_key)
-    check_free_keys(adata, {"uns": key_added}, overwrite=overwrite)
+    if not (isinstance(null_size, int | np.integer) and null_size >= 1):
+        raise ValueError(f"`null_size` must be a positive integer, got {null_size!r}.")
+    if not (0 < threshold < 1):
+        raise ValueError(f"`threshold` (an FDR level) must lie in (0, 1), got {threshold!r}.")
+    if inplace:
+        check_free_keys(adata, {"uns": key_added}, overwrite=overwrite)
     import_optional("copairs", "phenotypic_activity")
     from copairs import map as cmap
     from copairs.matching import assign_reference_index
 
-    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+    X = to_dense(X)
     meta = pd.DataFrame({"compound": adata.obs[compound_key].astype(str).to_numpy(), "is_control": is_ctrl})
     meta = assign_reference_index(meta, "is_control", reference_col="reference_index", default_value=-1)
     ap = cmap.average_precision(
@@ -111,10 +142,13 @@ def phenotypic_activity(
         "threshold": threshold,
         "seed": seed,
     }
-    adata.uns[key_added] = {"per_compound": per_compound, "summary": summary}
     logger.info(
         f"mean mAP {summary['mean_map']:.3f}; {summary['fraction_retrieved']:.1%} of {len(per_compound)} compounds "
         f"retrieved against {control_value!r} (q < {threshold})"
     )
+    if not inplace:
+        return per_compound
+    target = adata.copy() if copy else adata
+    target.uns[key_added] = {"per_compound": per_compound, "summary": summary}
     log_written("adata", [f"uns[{key_added!r}]"])
-    return per_compound
+    return target if copy else None
