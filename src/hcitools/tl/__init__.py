@@ -1,6 +1,7 @@
 """Tools: fit and apply models, evaluate, write results into AnnData (:mod:`hcitools.tl`)."""
 
 from ._activity import phenotypic_activity
+from ._baselines import pooled_logistic_regression
 from ._compare import compare_methods
 from ._evaluate import evaluate_assays
 from ._momil import bag_size_baseline, momil
@@ -22,6 +23,7 @@ __all__ = [
     "momil",
     "perturbation_ceiling",
     "phenotypic_activity",
+    "pooled_logistic_regression",
     "predict_baseline",
     "rank_models",
     "split_ood",
