@@ -66,3 +66,14 @@ def test_missing_data_folder(monkeypatch, tmp_path):
         ht.datasets.mil_dataset("protein", path=tmp_path)
     with pytest.raises(ValueError, match="name"):
         ht.datasets.mil_dataset("musk1", path=tmp_path)
+
+
+def test_data_path(tmp_path, monkeypatch):
+    (tmp_path / "mil").mkdir()
+    (tmp_path / "mil" / "x.csv").write_text("1")
+    assert ht.datasets.data_path("mil", "x.csv", path=tmp_path) == tmp_path / "mil" / "x.csv"
+    assert ht.datasets.data_path("mil", "x.csv", path=tmp_path / "mil") == tmp_path / "mil" / "x.csv"
+    monkeypatch.setenv("HCITOOLS_DATA", str(tmp_path))
+    assert ht.datasets.data_path("mil", "x.csv") == tmp_path / "mil" / "x.csv"
+    with pytest.raises(FileNotFoundError, match=r"mil/y\.csv.*HCITOOLS_DATA"):
+        ht.datasets.data_path("mil", "y.csv")

@@ -126,3 +126,11 @@ def test_synthetic_perturbation():
     np.testing.assert_array_equal(adata.X, b.X)
     with pytest.raises(ValueError, match="doses"):
         ht.datasets.synthetic_perturbation(doses=(0, 1))
+
+
+def test_generators_take_keywords_after_the_first_parameter():
+    with pytest.raises(TypeError, match="positional"):
+        ht.datasets.synthetic_hci(20, 3)
+    with pytest.raises(TypeError, match="positional"):
+        ht.datasets.synthetic_perturbation(2, 10)
+    assert ht.datasets.synthetic_hci(20, n_features=8).n_obs > 0

@@ -20,9 +20,10 @@ _FOLDER = "hci/jump_target2_BR00121431"
 def _read_site(path, prefix: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Join the three compartments of one site into one row per cell; return (features, metadata)."""
     tables = {
-        c: pd.read_csv(data_path(path, _FOLDER, f"single_cell/{prefix}_{c}.csv.gz")) for c in _COMPARTMENTS
+        c: pd.read_csv(data_path(_FOLDER, f"single_cell/{prefix}_{c}.csv.gz", path=path))
+        for c in _COMPARTMENTS
     }
-    image = pd.read_csv(data_path(path, _FOLDER, f"single_cell/{prefix}_Image.csv.gz"))
+    image = pd.read_csv(data_path(_FOLDER, f"single_cell/{prefix}_Image.csv.gz", path=path))
     cells, cyto, nuc = tables["Cells"], tables["Cytoplasm"], tables["Nuclei"]
     # CellProfiler links: each cytoplasm object names its parent cell and nucleus.
     link = cyto[["ImageNumber", "ObjectNumber", "Parent_Cells", "Parent_Nuclei"]].rename(
@@ -94,8 +95,8 @@ def jump_target2(path: str | os.PathLike | None = None, *, labels_key: str = "ta
     """
     from ..pp._labels import labels_from_lists
 
-    platemap = pd.read_csv(data_path(path, _FOLDER, "JUMP-Target-2_compound_platemap.tsv"), sep="\t")
-    metadata = pd.read_csv(data_path(path, _FOLDER, "JUMP-Target-2_compound_metadata.tsv"), sep="\t")
+    platemap = pd.read_csv(data_path(_FOLDER, "JUMP-Target-2_compound_platemap.tsv", path=path), sep="\t")
+    metadata = pd.read_csv(data_path(_FOLDER, "JUMP-Target-2_compound_metadata.tsv", path=path), sep="\t")
     feats, metas = [], []
     for prefix in ("BR00121431-A01-1", "BR00121431-A02-1"):
         f, m = _read_site(path, prefix)

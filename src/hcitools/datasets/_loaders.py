@@ -26,7 +26,7 @@ _SOURCES = {
 }
 
 
-def data_path(path: str | os.PathLike | None, subfolder: str, filename: str) -> Path:
+def data_path(subfolder: str, filename: str, *, path: str | os.PathLike | None = None) -> Path:
     """Find a data file: ``path/<subfolder>/<filename>``, ``path/<filename>``, or ``$HCITOOLS_DATA/<subfolder>/<filename>``.
 
     ``path`` may point at the data root (holding ``hci/``, ``mil/``, ``perturbation/``) or at the data set's own
@@ -82,7 +82,9 @@ def lincs_plate(path: str | os.PathLike | None = None) -> AnnData:
     (``Metadata_broad_sample``; controls are ``"DMSO"``), ``dose`` (µM), ``moa`` and ``target``
     (``|``-separated). ``var["compartment"]`` is Cells, Cytoplasm or Nuclei.
     """
-    df = pd.read_csv(data_path(path, "hci/lincs_SQ00015054", "SQ00015054_normalized_feature_select.csv.gz"))
+    df = pd.read_csv(
+        data_path("hci/lincs_SQ00015054", "SQ00015054_normalized_feature_select.csv.gz", path=path)
+    )
     meta_cols = [c for c in df.columns if c.startswith("Metadata_")]
     obs = df[meta_cols].copy()
     obs[HCI_KEYS.PLATE] = obs["Metadata_Plate"].astype(str)
@@ -126,7 +128,7 @@ def deepprofiler_cells(
         raise ValueError(f"`dataset` must be one of {list(files)}, got {dataset!r}.")
     feats, obs_parts, locs = [], [], []
     for name in files[dataset]:
-        with np.load(data_path(path, "hci/deepprofiler_embeddings", name), allow_pickle=True) as z:
+        with np.load(data_path("hci/deepprofiler_embeddings", name, path=path), allow_pickle=True) as z:
             X = z["features"].astype(np.float32)
             meta = z["metadata"].item()
             if "locations" in z:
@@ -180,7 +182,7 @@ def kang2018(
     if source == "local":
         import anndata as ad
 
-        adata = ad.read_h5ad(data_path(path, "perturbation", "kang2018_pbmc_scgen_valid.h5ad"))
+        adata = ad.read_h5ad(data_path("perturbation", "kang2018_pbmc_scgen_valid.h5ad", path=path))
         cond = adata.obs[PERTURBATION_KEYS.CONDITION].astype(str)
     elif source == "pertpy":
         from .._utils import import_optional
@@ -232,7 +234,7 @@ def mil_dataset(
     """
     if name not in _MIL_NAMES:
         raise ValueError(f"`name` must be one of {_MIL_NAMES}, got {name!r}.")
-    df = pd.read_csv(data_path(path, "mil", f"{name}.csv"), header=None)
+    df = pd.read_csv(data_path("mil", f"{name}.csv", path=path), header=None)
     label = df[0].to_numpy(dtype=float)
     bag = df[1].astype(int).map(lambda i: f"bag_{i:04d}")
     features = df.iloc[:, 2:]

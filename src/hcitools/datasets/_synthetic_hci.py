@@ -19,6 +19,7 @@ def _well_names(n: int, n_rows: int = 16, n_cols: int = 24) -> list[str]:
 
 def synthetic_hci(
     n_compounds: int = 200,
+    *,
     n_assays: int = 12,
     n_plates: int = 4,
     wells_per_compound: int = 3,
@@ -27,7 +28,6 @@ def synthetic_hci(
     n_features: int = 64,
     label_density: float = 0.04,
     n_primary: int = 6,
-    *,
     n_mechanisms: int = 8,
     n_unrelated: int | None = None,
     mechanism_rate: float = 0.15,

@@ -13,10 +13,10 @@ from .._constants import PERTURBATION_KEYS
 
 def synthetic_perturbation(
     n_cell_types: int = 4,
+    *,
     n_cells: int = 100,
     n_genes: int = 200,
     doses: Sequence[float] = (0.1, 1.0, 10.0),
-    *,
     perturbation: str = "drug",
     n_response_genes: int = 30,
     cell_type_specificity: float = 0.5,
