@@ -35,3 +35,41 @@ def test_demo_runs_and_writes(tmp_path, capsys):
         "bag size (baseline)",
     }
     assert (tmp_path / "demo_auroc.png").stat().st_size > 1000
+
+
+def test_library_logging_is_safe(caplog):
+    """The hcitools logger has only a NullHandler and propagates: notes reach the application's handlers."""
+    import logging
+
+    import hcitools as ht
+
+    lg = logging.getLogger("hcitools")
+    assert lg.propagate and all(isinstance(h, logging.NullHandler) for h in lg.handlers)
+    adata = ht.datasets.synthetic_hci(n_compounds=10, n_features=4, seed=0)
+    with caplog.at_level(logging.INFO, logger="hcitools"):
+        ht.pp.split_compounds(adata, method="random", seed=0)
+        ht.pp.normalize_plates(adata)
+    assert "obs['fold']" in caplog.text and "uns['normalize_plates']" in caplog.text
+    assert lg.propagate and all(isinstance(h, logging.NullHandler) for h in lg.handlers)
+
+
+def test_no_logging_configuration_in_the_library():
+    """Only the command line (__main__.py) configures logging; the library adds no handler and sets no level."""
+    from pathlib import Path
+
+    import hcitools
+
+    offenders = []
+    for path in Path(hcitools.__file__).parent.rglob("*.py"):
+        if path.name == "__main__.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if "basicConfig" in code or ".propagate" in code:
+                offenders.append(f"{path.name}:{n}: {line.strip()}")
+            if "addHandler(" in code and "addHandler(logging.NullHandler())" not in code:
+                offenders.append(f"{path.name}:{n}: {line.strip()}")
+            # quiet_loggers (_utils.py) raises third-party levels temporarily and restores them
+            if "setLevel(" in code and path.name != "_utils.py":
+                offenders.append(f"{path.name}:{n}: {line.strip()}")
+    assert not offenders, offenders

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -16,7 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--n-compounds", type=int, default=None, help="compounds to simulate (default: 500)")
     demo.add_argument("--n-plates", type=int, default=None, help="plates (default: 5)")
     demo.add_argument("--max-epochs", type=int, default=None, help="maximum training epochs (default: 60)")
+    demo.add_argument("--verbose", action="store_true", help="log hcitools' progress notes (level INFO)")
     args = parser.parse_args(argv)
+    # The application, not the library, configures logging: hcitools' logger only has a NullHandler and propagates.
+    logging.basicConfig(format="%(name)s: %(levelname)s: %(message)s", level=logging.WARNING)
+    if getattr(args, "verbose", False):
+        logging.getLogger("hcitools").setLevel(logging.INFO)
     if args.command == "demo":
         import matplotlib
 

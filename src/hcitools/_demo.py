@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -33,40 +31,6 @@ MIL_METHODS = {
 }
 
 
-def pooled_logistic_regression(wells, labels: pd.DataFrame, folds: np.ndarray, seed: int = 0) -> pd.DataFrame:
-    """Baseline: per assay, logistic regression on mean-pooled wells, over the same 3-1-1 rotations.
-
-    C ∈ {0.01, 0.1, 1} is chosen on the validation fold's AUROC. Returns out-of-fold well probabilities.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-
-    import hcitools as ht
-
-    pred = pd.DataFrame(np.nan, index=wells.obs_names, columns=labels.columns)
-    for rot in ht.pp.fold_rotations(int(folds.max()) + 1):
-        train, val, test = np.isin(folds, rot.train), folds == rot.validation, folds == rot.test
-        for assay in labels.columns:
-            y = labels[assay].to_numpy()
-            tr, va = train & ~np.isnan(y), val & ~np.isnan(y)
-            if len(np.unique(y[tr])) < 2:
-                continue
-            best, best_auc = None, -np.inf
-            for C in (0.01, 0.1, 1.0):
-                clf = LogisticRegression(C=C, class_weight="balanced", max_iter=2000, random_state=seed).fit(
-                    wells.X[tr], y[tr]
-                )
-                auc = (
-                    roc_auc_score(y[va], clf.predict_proba(wells.X[va])[:, 1])
-                    if len(np.unique(y[va])) == 2
-                    else 0.0
-                )
-                if auc > best_auc:
-                    best, best_auc = clf, auc
-            pred.loc[test, assay] = best.predict_proba(wells.X[test])[:, 1]
-    return pred
-
-
 def run_demo(
     out_dir: str | Path = "demo_output",
     *,
@@ -82,7 +46,8 @@ def run_demo(
     (:func:`hcitools.pp.split_compounds`), then cross-validate MoMIL and the baselines with
     :func:`hcitools.tl.momil` (3-1-1 rotations: train on three folds, select on one, test on one; well
     probabilities averaged per compound). Baselines: multi-label MIL, a mean-pooled MLP, a per-assay logistic
-    regression on mean-pooled wells, and the bag-size (crop count) score.
+    regression on mean-pooled wells (:func:`hcitools.tl.pooled_logistic_regression`), and the bag-size (crop count)
+    score. It configures no logging: the command line (``python -m hcitools demo``) does that for its console.
 
     Parameters
     ----------
@@ -110,9 +75,6 @@ def run_demo(
     methods = MIL_METHODS if methods is None else methods
     train = {**DEMO_TRAIN, **(train_kwargs or {}), "enable_progress_bar": False}
     steps = tqdm(total=4 + len(methods), desc="hcitools demo", unit="step")
-    log = logging.getLogger("hcitools")
-    old_level = log.level
-    log.setLevel(logging.WARNING)
     try:
         steps.set_postfix_str("simulating a screen")
         adata = ht.datasets.synthetic_hci(**params)
@@ -138,10 +100,9 @@ def run_demo(
             steps.update()
         steps.set_postfix_str("logistic-regression baseline")
         wells = ht.pp.aggregate(adata, by="well")
-        folds = wells.obs["fold"].to_numpy()
-        treated = folds >= 0
+        treated = wells.obs["fold"].to_numpy() >= 0
         compounds = wells.obs["compound"].astype(str).to_numpy()
-        lr = pooled_logistic_regression(wells, wells.obsm["assays"], folds, seed)
+        lr = ht.tl.pooled_logistic_regression(wells, seed=seed)
         predictions["mean-pool logistic regression"] = lr[treated].groupby(compounds[treated]).mean()
         steps.update()
         steps.set_postfix_str("evaluating")
@@ -163,7 +124,6 @@ def run_demo(
         results["primary"] = results["assay"].isin(primary)
         steps.update()
     finally:
-        log.setLevel(old_level)
         steps.close()
 
     wide = results.pivot_table(index="assay", columns="method", values="auroc", sort=False)
