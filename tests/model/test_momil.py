@@ -31,6 +31,7 @@ def _train(model, **kw):
 @pytest.mark.parametrize("cls", ["MoMIL", "MeanMLP", "MultiLabelMIL"])
 def test_api(small, cls, tmp_path):
     Model = getattr(ht.model, cls)
+    obs_before = small.obs.copy()
     Model.setup_anndata(small, bag_key="well", labels_key="assays", group_key="compound", batch_key="plate")
     model = _train(Model(small, n_hidden=16, primary_assays=["assay_00", "assay_01"]))
     bag = model.predict()
@@ -49,7 +50,10 @@ def test_api(small, cls, tmp_path):
     model.save(tmp_path / "m", overwrite=True)
     loaded = Model.load(tmp_path / "m", adata=small)
     pd.testing.assert_frame_equal(loaded.predict(), bag, atol=1e-6, rtol=1e-6)
-    assert "_scvi_batch" not in small.obs  # setup does not write into obs
+    # setup adds only scvi-tools' code columns and leaves the user's columns as they were
+    added = [c for c in small.obs.columns if c not in obs_before.columns]
+    assert sorted(added) == ["_scvi_bag", "_scvi_batch", "_scvi_group"]
+    pd.testing.assert_frame_equal(small.obs[obs_before.columns], obs_before)
 
 
 def test_reproducible_same_seed(small):
@@ -190,13 +194,21 @@ def test_history_has_every_assay_even_without_auroc(small):
     lab = small.obsm["assays"].copy()
     ht.pp.split_compounds(small, method="random", seed=0)
     small.obs["fold"] = small.obs["fold"].astype(int)
+    # a validation fold where assay_00 has both classes and assay_03 is observed
+    folds = small.obs["fold"].to_numpy()
+
+    def usable(f):
+        v = lab[folds == f]
+        return v["assay_00"].nunique() == 2 and v["assay_03"].notna().any()
+
+    val_fold = next(f for f in range(5) if usable(f))
     # assay_03: negatives only in the validation fold, so its validation AUROC is undefined
-    in_val = (small.obs["fold"] == 1).to_numpy()
+    in_val = folds == val_fold
     lab.loc[in_val & lab["assay_03"].notna().to_numpy(), "assay_03"] = 0.0
     small.obsm["assays"] = lab
     ht.model.MoMIL.setup_anndata(small, group_key="compound")
     model = _train(
-        ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4), validation_key="fold", validation_values=1
+        ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4), validation_key="fold", validation_values=val_fold
     )
     for assay in small.obsm["assays"].columns:
         assert f"validation_auroc_{assay}" in model.history
@@ -242,11 +254,13 @@ def test_pos_weight_is_n_neg_over_n_pos_of_training_bags(small):
 
     ht.model.MoMIL.setup_anndata(small)
     model = _train(ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4), pos_weight=True, max_epochs=1)
-    data = model._bag_data(require_labels=True)
+    data = model._bag_data(labels=True)
     lab = data.labels[model.train_indices].numpy()
     expected = (lab == 0).sum(0) / (lab == 1).sum(0)
-    np.testing.assert_allclose(model.module.pos_weight.numpy(), expected, rtol=1e-6)
-    assert model.module.use_pos_weight
+    # the weights live in the training plan, not on the module
+    np.testing.assert_allclose(model.trainer.lightning_module.pos_weight.numpy(), expected, rtol=1e-6)
+    assert not hasattr(model.module, "pos_weight")
+    assert model.use_pos_weight
     # the weight multiplies the loss of positives only
     logits, labels = torch.zeros(2, 1), torch.tensor([[1.0], [0.0]])
     plain, _ = masked_bce(logits, labels)
@@ -268,7 +282,7 @@ def test_max_instances_subsamples_training_bags_only(small):
     model = _train(ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4), max_instances=3, max_epochs=1)
     from hcitools.dataloaders import BagDataSplitter
 
-    data = model._bag_data(require_labels=True)
+    data = model._bag_data(labels=True)
     splitter = BagDataSplitter(data, batch_size=16, max_instances=3)
     train_batch = next(iter(splitter.train_dataloader()))
     val_batch = next(iter(splitter.val_dataloader()))

@@ -104,10 +104,15 @@ def test_masked_bce_ignores_unobserved():
 
     logits = torch.tensor([[2.0, 0.0], [-1.0, 5.0]])
     labels = torch.tensor([[1.0, float("nan")], [0.0, float("nan")]])
-    loss, per_task = masked_bce(logits, labels)
+    per_task, count = masked_bce(logits, labels)
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels[:, 0])
-    torch.testing.assert_close(loss, expected)
-    assert per_task[1] == 0
+    torch.testing.assert_close(per_task[0], expected)
+    assert per_task[1] == 0 and count.tolist() == [2, 0]
+    # the paper's reduction: the sum over observed labels, per bag of the batch
+    summed, _ = masked_bce(logits, labels, reduction="label_sum")
+    torch.testing.assert_close(summed[0], expected * 2 / 2)
+    with pytest.raises(ValueError, match="loss_reduction"):
+        masked_bce(logits, labels, reduction="mean")
 
 
 def test_dropout_matches_torch_semantics_and_is_seeded():

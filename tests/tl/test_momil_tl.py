@@ -118,9 +118,9 @@ def test_compare_methods_errors_and_p_value_floor():
 def test_tl_momil_checks_arguments_before_training(screen_folds, monkeypatch):
     """Wrong keyword arguments, unknown primary assays and inconsistent labels fail before any fold trains."""
     calls = []
-    import hcitools.tl._momil as tl_momil
+    import hcitools.tl._cv as tl_cv
 
-    monkeypatch.setattr(tl_momil, "_fit_predict", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(tl_cv, "_fit_fold", lambda *a, **k: calls.append(1))
     before = screen_folds.copy()
     with pytest.raises(TypeError, match="train_kwargs"):
         ht.tl.momil(screen_folds, max_epochs=3)
@@ -139,7 +139,7 @@ def test_tl_momil_checks_arguments_before_training(screen_folds, monkeypatch):
     lab.loc[in_cpd, "assay_00"] = 0.0
     lab.loc[one_well, "assay_00"] = 1.0  # constant within each well, but not across the compound's wells
     screen_folds.obsm["assays"] = lab
-    with pytest.raises(ValueError, match="differ between bags of the same compound"):
+    with pytest.raises(ValueError, match="varies within compounds"):
         ht.tl.momil(screen_folds)
     assert calls == []
     screen_folds.obsm["assays"] = before.obsm["assays"]

@@ -12,21 +12,9 @@ from anndata import AnnData
 
 from .._constants import HCI_KEYS
 from .._utils import check_free_keys, log_written, logger, quiet_loggers
-from .._validate import check_anndata, check_labels, check_obs_keys, validate_hci
+from .._validate import check_anndata, check_constant_within, check_labels, check_obs_keys, validate_hci
+from ._cv import cross_validate, get_method
 from ._evaluate import evaluate_assays
-
-METHODS = ("momil", "stl", "mean_mlp", "multilabel_mil")
-
-
-def _model_class(method: str):
-    import hcitools as ht
-
-    return {
-        "momil": ht.model.MoMIL,
-        "stl": ht.model.MoMIL,
-        "mean_mlp": ht.model.MeanMLP,
-        "multilabel_mil": ht.model.MultiLabelMIL,
-    }[method]
 
 
 def bag_size_baseline(
@@ -89,60 +77,6 @@ def _evaluate_with_primary(
         ev.loc["primary mean"] = evaluate_assays(pred, labels, assays=primary).loc["macro mean"]
         ev[["n_pos", "n_neg"]] = ev[["n_pos", "n_neg"]].astype(int)
     return ev
-
-
-def _fit_predict(
-    method,
-    train: AnnData,
-    test: AnnData,
-    *,
-    setup: dict,
-    model_kwargs: dict,
-    train_kwargs: dict,
-    val_fold: int,
-    fold_key: str,
-    assays: list[str],
-    primary: list[str] | None,
-):
-    """Train on ``train`` (validation = fold ``val_fold``), return (bag predictions, attention) on ``test``."""
-    Model = _model_class(method)
-    if method != "stl":
-        lab = train.obsm[setup["labels_key"]]
-        per_bag = lab.groupby(train.obs[setup["bag_key"]].astype(str).to_numpy()).first()
-        ok = [a for a in assays if (per_bag[a] == 1).any() and (per_bag[a] == 0).any()]
-        if len(ok) < len(assays):
-            logger.warning(
-                f"fold {val_fold}: assays {sorted(set(assays) - set(ok))} have a single class in training; not predicted"
-            )
-            train.obsm[setup["labels_key"]] = lab[ok]
-        primary_ok = [a for a in primary if a in ok] if primary else None
-        if primary and not primary_ok:
-            logger.warning(
-                f"fold {val_fold}: no primary assay has both classes in training; selecting on all assays"
-            )
-        Model.setup_anndata(train, **setup)
-        model = Model(train, primary_assays=primary_ok or None, **model_kwargs)
-        model.train(validation_key=fold_key, validation_values=[val_fold], **train_kwargs)
-        att = pd.DataFrame(model.get_attention(test), columns=ok).reindex(columns=assays)
-        return model.predict(test).reindex(columns=assays), att.to_numpy()
-    preds, atts = [], []
-    for assay in primary or assays:  # single-task learning: one MoMIL per (primary) assay
-        sub = train.copy()
-        lab = sub.obsm[setup["labels_key"]][[assay]]
-        sub.obsm[setup["labels_key"]] = lab
-        has = lab[assay].groupby(sub.obs[setup["bag_key"]].to_numpy()).first()
-        if has.nunique() < 2:
-            preds.append(
-                pd.Series(np.nan, index=pd.unique(test.obs[setup["bag_key"]].astype(str)), name=assay)
-            )
-            atts.append(np.full((test.n_obs, 1), np.nan))
-            continue
-        Model.setup_anndata(sub, **setup)
-        model = Model(sub, **model_kwargs)
-        model.train(validation_key=fold_key, validation_values=[val_fold], **train_kwargs)
-        preds.append(model.predict(test)[assay])  # queries never read labels
-        atts.append(model.get_attention(test))
-    return pd.concat(preds, axis=1), np.hstack(atts)
 
 
 def momil(
@@ -210,8 +144,7 @@ def momil(
       unused instances).
     """
     check_anndata(adata)
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    spec = get_method(method)
     validate_hci(
         adata,
         plate_key=batch_key,
@@ -227,17 +160,20 @@ def momil(
     folds = adata.obs[fold_key].to_numpy()
     if not np.issubdtype(folds.dtype, np.integer):
         raise TypeError(f"adata.obs[{fold_key!r}] must hold integer folds (from `ht.pp.split_compounds`).")
-    from ..pp import check_folds, fold_rotations
+    from ..pp import check_folds
 
     check_folds(adata, compound_key=group_key, fold_key=fold_key)
     n_folds = int(folds.max()) + 1
     assays = [str(c) for c in labels.columns]
-    by_cpd = labels.groupby(adata.obs[group_key].astype(str).to_numpy())
-    if (by_cpd.nunique(dropna=False) > 1).any().any():
-        raise ValueError(
-            f"Labels in adata.obsm[{labels_key!r}] differ between bags of the same compound ({group_key!r}); "
-            "they must be per compound (see `ht.pp.assign_labels`)."
-        )
+    compounds = adata.obs[group_key].astype(str).to_numpy()
+    check_constant_within(
+        labels,
+        compounds,
+        what=f"adata.obsm[{labels_key!r}] (argument `labels_key`)",
+        group_what=f"compounds of adata.obs[{group_key!r}] (argument `group_key`)",
+        fix="Labels belong to compounds: assign them per compound with `ht.pp.assign_labels`.",
+    )
+    by_cpd = labels.groupby(compounds)
     if primary_assays is not None:
         primary_assays = [str(a) for a in primary_assays]
         unknown = [a for a in primary_assays if a not in assays]
@@ -246,8 +182,8 @@ def momil(
                 f"`primary_assays` must name assays of adata.obsm[{labels_key!r}]; unknown: {unknown or '(empty)'}. "
                 f"Assays are {assays[:10]}{' …' if len(assays) > 10 else ''}."
             )
-    _check_kwargs(_model_class(method), model_kwargs, train_kwargs)
-    out_assays = [str(a) for a in primary_assays] if (method == "stl" and primary_assays) else assays
+    _check_kwargs(spec.model_class, model_kwargs, train_kwargs)
+    out_assays = list(primary_assays) if (spec.single_task and primary_assays) else assays
     setup = {
         "bag_key": bag_key,
         "labels_key": labels_key,
@@ -256,21 +192,17 @@ def momil(
         "group_key": group_key,
     }
     train_kwargs = {"seed": seed, **(train_kwargs or {})}
-    bag_pred, attention = [], np.full((adata.n_obs, len(out_assays)), np.nan, dtype=np.float32)
     with quiet_loggers("scvi", "lightning.pytorch", "lightning.fabric"):
-        for rot in fold_rotations(n_folds):
-            logger.info(
-                f"{method}: test fold {rot.test}, validation fold {rot.validation}, training folds {list(rot.train)}"
-            )
-            train_mask = np.isin(folds, [*rot.train, rot.validation])
-            test_mask = folds == rot.test
-            pred, att = _fit_predict(
-                method, adata[train_mask].copy(), adata[test_mask].copy(), setup=setup, model_kwargs=model_kwargs,
-                train_kwargs=train_kwargs, val_fold=rot.validation, fold_key=fold_key, assays=assays, primary=list(primary_assays) if primary_assays else None,
-            )  # fmt: skip
-            bag_pred.append(pred)
-            attention[test_mask] = att
-    bag_pred = pd.concat(bag_pred)
+        bag_pred, attention = cross_validate(
+            adata,
+            method=method,
+            fold_key=fold_key,
+            setup=setup,
+            assays=assays,
+            primary=primary_assays,
+            model_kwargs=model_kwargs,
+            train_kwargs=train_kwargs,
+        )
     bags = adata.obs[bag_key].astype(str)
     bag_group = adata.obs[group_key].astype(str).groupby(bags.to_numpy()).first()
     predictions = bag_pred.groupby(bag_group.loc[bag_pred.index].to_numpy()).mean()

@@ -1,0 +1,182 @@
+"""The one cross-validation runner of the MIL methods (3-1-1 rotations over compound folds).
+
+Methods are looked up by name in ``MIL_METHODS``; adding a method is one entry there. Each fold trains on a
+minimal AnnData that holds only what the model reads (embeddings, bag / group / batch / fold columns, labels),
+predicts a minimal test AnnData without labels, and releases the fold's scvi-tools managers, so memory does not
+grow with the number of folds (scvi-tools keeps every registered AnnData in class-level stores).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from .._utils import logger
+
+
+@dataclass(frozen=True)
+class MILMethod:
+    """A MIL method of the runner: a model class (by import path) and whether it trains one model per assay."""
+
+    model: str
+    single_task: bool = False
+
+    @property
+    def model_class(self):
+        module, name = self.model.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
+
+
+#: MIL methods by name (``ht.tl.momil(method=...)``).
+MIL_METHODS: dict[str, MILMethod] = {
+    "momil": MILMethod("hcitools.model.MoMIL"),
+    "stl": MILMethod("hcitools.model.MoMIL", single_task=True),
+    "mean_mlp": MILMethod("hcitools.model.MeanMLP"),
+    "multilabel_mil": MILMethod("hcitools.model.MultiLabelMIL"),
+}
+
+
+def get_method(method: str) -> MILMethod:
+    """The method registered under ``method``, or a ValueError naming the known ones."""
+    if not isinstance(method, str) or method not in MIL_METHODS:
+        raise ValueError(f"`method` must be one of {sorted(MIL_METHODS)}, got {method!r}.")
+    return MIL_METHODS[method]
+
+
+def minimal_adata(
+    adata: AnnData, rows: np.ndarray, setup: dict, extra_obs: Sequence[str] = (), labels: bool = True
+):
+    """A new AnnData of ``rows`` holding only what a MIL model reads (no other obs, obsm, layers or uns).
+
+    With ``rep_key`` the embeddings are in ``obsm`` and ``X`` is an all-zero sparse column (AnnData needs a shape;
+    nothing is allocated).
+    """
+    keys = [setup["bag_key"], setup.get("group_key"), setup.get("batch_key"), *extra_obs]
+    obs = adata.obs.iloc[rows][list(dict.fromkeys(k for k in keys if k is not None))].copy()
+    obsm, layers, var = {}, {}, None
+    if setup.get("rep_key") is not None:
+        rep = adata.obsm[setup["rep_key"]]
+        obsm[setup["rep_key"]] = rep.iloc[rows].copy() if isinstance(rep, pd.DataFrame) else rep[rows]
+        X = sparse.csr_matrix((len(rows), 1), dtype=np.float32)
+    else:
+        var = adata.var[[]].copy()  # the feature names, which queries check
+        X = (adata.layers[setup["layer"]] if setup.get("layer") else adata.X)[rows]
+        if setup.get("layer"):
+            layers[setup["layer"]] = X
+            X = sparse.csr_matrix((len(rows), adata.n_vars), dtype=np.float32)
+    if labels:
+        obsm[setup["labels_key"]] = adata.obsm[setup["labels_key"]].iloc[rows].copy()
+    return AnnData(X=X, obs=obs, var=var, obsm=obsm, layers=layers)
+
+
+def release(model) -> None:
+    """Drop every scvi-tools manager of ``model`` (its training data's and its queries').
+
+    ``deregister_manager()`` clears all but the model's current one; scvi-tools has no public call for that one,
+    so it is removed from the two stores here.
+    """
+    model.deregister_manager()
+    if model.adata_manager is not None:
+        type(model)._setup_adata_manager_store.pop(model.adata_manager.adata_uuid, None)
+    type(model)._per_instance_manager_store.pop(model.id, None)
+
+
+def _fit_fold(
+    Model, train: AnnData, test: AnnData, *, setup, model_kwargs, train_kwargs, fold_key, val_fold, primary
+):
+    Model.setup_anndata(train, **setup)
+    model = Model(train, primary_assays=primary, **model_kwargs)
+    try:
+        model.train(validation_key=fold_key, validation_values=[val_fold], **train_kwargs)
+        return model.predict(test), model.get_attention(test), model.assays
+    finally:
+        release(model)
+
+
+def cross_validate(
+    adata: AnnData,
+    *,
+    method: str,
+    fold_key: str,
+    setup: dict,
+    assays: list[str],
+    primary: list[str] | None,
+    model_kwargs: dict,
+    train_kwargs: dict,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Train and predict every 3-1-1 rotation of the folds in ``adata.obs[fold_key]``.
+
+    For rotation *i* (test fold *i*, validation fold *i + 1*, training on the others; see
+    :func:`hcitools.pp.fold_rotations`), the method trains with early stopping and model selection on the
+    validation fold and predicts the bags of the test fold. Assays with a single observed class in a rotation's
+    training folds are not predicted there (NaN, with a warning). Arguments are checked by the caller
+    (:func:`hcitools.tl.momil`).
+
+    Returns
+    -------
+    ``(bag predictions, attention)``: bags × output assays (test-fold probabilities, each bag predicted once) and
+    n_obs × output assays (NaN for instances outside the test folds). The output assays are ``primary`` for a
+    single-task method with primary assays, else ``assays``.
+    """
+    from ..pp import fold_rotations
+
+    spec = get_method(method)
+    Model = spec.model_class
+    folds = adata.obs[fold_key].to_numpy()
+    out_assays = list(primary) if (spec.single_task and primary) else list(assays)
+    attention = np.full((adata.n_obs, len(out_assays)), np.nan, dtype=np.float32)
+    bag_key, labels_key = setup["bag_key"], setup["labels_key"]
+    predictions = []
+    for rot in fold_rotations(int(folds.max()) + 1):
+        logger.info(
+            f"{method}: test fold {rot.test}, validation fold {rot.validation}, training folds {list(rot.train)}"
+        )
+        train_rows = np.flatnonzero(np.isin(folds, [*rot.train, rot.validation]))
+        test_rows = np.flatnonzero(folds == rot.test)
+        train = minimal_adata(adata, train_rows, setup, extra_obs=[fold_key])
+        test = minimal_adata(adata, test_rows, setup, labels=False)
+        labels = train.obsm[labels_key]
+        per_bag = labels.groupby(train.obs[bag_key].astype(str).to_numpy()).first()
+        learnable = [a for a in assays if (per_bag[a] == 1).any() and (per_bag[a] == 0).any()]
+        if len(learnable) < len(assays):
+            logger.warning(
+                f"fold {rot.test}: assays {sorted(set(assays) - set(learnable))} have a single class in training; "
+                "not predicted"
+            )
+        fit = {"setup": setup, "model_kwargs": model_kwargs, "train_kwargs": train_kwargs, "fold_key": fold_key,
+               "val_fold": rot.validation}  # fmt: skip
+        if spec.single_task:
+            preds, att = [], []
+            for assay in out_assays:
+                if assay not in learnable:
+                    preds.append(
+                        pd.Series(np.nan, index=pd.unique(test.obs[bag_key].astype(str)), name=assay)
+                    )
+                    att.append(np.full(len(test_rows), np.nan, np.float32))
+                    continue
+                train.obsm[labels_key] = labels[[assay]]
+                pred, a, _ = _fit_fold(Model, train, test, primary=None, **fit)
+                preds.append(pred[assay])
+                att.append(a[:, 0])
+            pred = pd.concat(preds, axis=1)
+            attention[test_rows] = np.column_stack(att)
+        else:
+            train.obsm[labels_key] = labels[learnable]
+            primary_ok = [a for a in primary if a in learnable] if primary else None
+            if primary and not primary_ok:
+                logger.warning(
+                    f"fold {rot.test}: no primary assay has both classes in training; selecting on all assays"
+                )
+            pred, a, model_assays = _fit_fold(Model, train, test, primary=primary_ok or None, **fit)
+            attention[test_rows] = (
+                pd.DataFrame(a, columns=model_assays).reindex(columns=out_assays).to_numpy()
+            )
+            pred = pred.reindex(columns=out_assays)
+        predictions.append(pred)
+    return pd.concat(predictions), attention
