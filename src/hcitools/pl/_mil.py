@@ -132,7 +132,7 @@ def attention(
         att = att.to_numpy(dtype=float)
     else:
         if assays is None:
-            assays = list(adata.obsm["assays"].columns) if "assays" in adata.obsm else None
+            assays = list(adata.obsm[HCI_KEYS.ASSAYS].columns) if HCI_KEYS.ASSAYS in adata.obsm else None
         if assays is None or len(assays) != np.shape(att)[1]:
             raise ValueError(f"Pass `assays`, the {np.shape(att)[1]} column names of adata.obsm[{key!r}].")
         names = list(assays)
