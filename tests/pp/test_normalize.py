@@ -92,7 +92,7 @@ def test_mad_is_scipys(screen):
 
     plates = screen.obs["plate"].to_numpy()
     ctrl = (screen.obs["compound"] == "DMSO").to_numpy()
-    norm = PlateNormalizer(mad_scale=2.0).fit(screen.X, plates, ctrl)
+    norm = PlateNormalizer(mad_scale=2.0).fit(screen.X, plates, is_control=ctrl)
     c = screen.X[(plates == "plate1") & ctrl].astype(float)
     np.testing.assert_allclose(norm.scale_.loc["plate1"], 2.0 * median_abs_deviation(c, axis=0))
     np.testing.assert_allclose(
@@ -136,7 +136,7 @@ def test_errors_leave_adata_unchanged(screen):
     with pytest.raises(ValueError, match="method"):
         PlateNormalizer("zscore")
     with pytest.raises(ValueError, match="2-d"):
-        PlateNormalizer().fit(np.zeros(5), np.zeros(5), np.ones(5, bool))
+        PlateNormalizer().fit(np.zeros(5), np.zeros(5), is_control=np.ones(5, bool))
 
 
 def test_plate_normalizer_inductive(screen):
@@ -144,7 +144,7 @@ def test_plate_normalizer_inductive(screen):
     plates = screen.obs["plate"].to_numpy()
     ctrl = (screen.obs["compound"] == "DMSO").to_numpy()
     first = np.arange(len(X)) < len(X) // 2
-    norm = PlateNormalizer().fit(X[ctrl], plates[ctrl], np.ones(ctrl.sum(), bool))
+    norm = PlateNormalizer().fit(X[ctrl], plates[ctrl], is_control=np.ones(ctrl.sum(), bool))
     np.testing.assert_allclose(
         norm.transform(X[~first], plates[~first]), _manual_mad(X, plates, ctrl)[~first], rtol=1e-5, atol=1e-5
     )

@@ -74,7 +74,7 @@ class PlateNormalizer:
     >>> import hcitools as ht
     >>> adata = ht.datasets.synthetic_hci(n_compounds=20, seed=0)
     >>> dmso = (adata.obs["compound"] == "DMSO").to_numpy()
-    >>> norm = ht.pp.PlateNormalizer("mad_robustize").fit(adata.X, adata.obs["plate"], dmso)
+    >>> norm = ht.pp.PlateNormalizer("mad_robustize").fit(adata.X, adata.obs["plate"], is_control=dmso)
     >>> norm.transform(adata.X[:5], adata.obs["plate"][:5]).shape
     (5, 64)
     """
@@ -91,7 +91,7 @@ class PlateNormalizer:
         self.epsilon = float(epsilon)
 
     # -- fitting -------------------------------------------------------------------------------------------
-    def fit(self, X: Any, plates: Any, is_control: Any) -> PlateNormalizer:
+    def fit(self, X: Any, plates: Any, *, is_control: Any) -> PlateNormalizer:
         """Fit per-plate statistics on the control rows of ``X``.
 
         Parameters
@@ -208,9 +208,9 @@ class PlateNormalizer:
         out[~np.isfinite(scale)] = 0.0
         return out
 
-    def fit_transform(self, X: Any, plates: Any, is_control: Any) -> np.ndarray:
+    def fit_transform(self, X: Any, plates: Any, *, is_control: Any) -> np.ndarray:
         """Fit on the control rows, then transform all rows."""
-        return self.fit(X, plates, is_control).transform(X, plates)
+        return self.fit(X, plates, is_control=is_control).transform(X, plates)
 
 
 def _dense(X: Any) -> np.ndarray:
@@ -305,7 +305,7 @@ def normalize_plates(
     normalizer = PlateNormalizer(method, mad_scale=mad_scale, epsilon=epsilon)
     plates = adata.obs[plate_key].to_numpy()
     dtype = np.float64 if X.dtype == np.float64 else np.float32
-    Xn = normalizer.fit_transform(X, plates, is_control).astype(dtype)
+    Xn = normalizer.fit_transform(X, plates, is_control=is_control).astype(dtype)
 
     target = adata.copy() if copy else adata
     written = []
