@@ -114,3 +114,41 @@ def test_bad_arguments_name_the_argument(kwargs, match):
     with pytest.raises((ValueError, TypeError, KeyError), match=match):
         ht.pp.split_compounds(adata, **kwargs)
     assert list(adata.obs.columns) == list(before.obs.columns) and "fold" not in adata.uns
+
+
+def test_split_invariants_property():
+    """Property test (hypothesis): any layout of compounds in groups, any seed: a partition of the treated
+    compounds, no compound or group on two folds, and the same folds for the same seed whatever the row order."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.given(
+        groups=st.lists(st.integers(0, 7), min_size=5, max_size=40),
+        reps=st.lists(st.integers(1, 3), min_size=40, max_size=40),
+        n_ctrl=st.integers(0, 5),
+        n_folds=st.integers(2, 5),
+        seed=st.integers(0, 2**31 - 1),
+        order_seed=st.integers(0, 1000),
+    )
+    @hypothesis.settings(max_examples=60, deadline=None)
+    def check(groups, reps, n_ctrl, n_folds, seed, order_seed):
+        rows = [(f"c{i}", f"g{g}") for i, g in enumerate(groups) for _ in range(reps[i])]
+        rows += [("DMSO", "none")] * n_ctrl
+        obs = pd.DataFrame(rows, columns=["compound", "scaffold"])
+        obs.index = [f"r{i}" for i in range(len(obs))]
+        adata = ad.AnnData(np.zeros((len(obs), 1), np.float32), obs=obs)
+        hypothesis.assume(len(set(groups)) >= n_folds)
+        kw = {"method": "group", "group_key": "scaffold", "n_folds": n_folds, "seed": seed}
+        ht.pp.split_compounds(adata, **kw)
+        folds = adata.obs["fold"]
+        treated = (adata.obs["compound"] != "DMSO").to_numpy()
+        assert (folds[~treated] == -1).all() and set(folds[treated]) == set(range(n_folds))
+        assert adata.obs[treated].groupby("compound")["fold"].nunique().max() == 1
+        assert adata.obs[treated].groupby("scaffold")["fold"].nunique().max() == 1
+        perm = np.random.default_rng(order_seed).permutation(adata.n_obs)
+        shuffled = ht.pp.split_compounds(adata[perm].copy(), key_added="again", copy=True, **kw)
+        pd.testing.assert_series_equal(
+            _fold_of_compound(shuffled, "again"), _fold_of_compound(adata), check_names=False
+        )
+
+    check()
