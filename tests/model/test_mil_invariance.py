@@ -95,15 +95,20 @@ def test_query_labels_are_never_read(trained):
         np.testing.assert_allclose(model.get_attention(q), att, **TOL)
 
 
-def test_fine_tuning_maps_assays_by_name(trained, tmp_path):
+@pytest.mark.parametrize("labels", ["reordered", "superset"])
+def test_fine_tuning_maps_assays_by_name(trained, labels, tmp_path):
     model, adata = trained
     expected = BagData.from_manager(model.adata_manager, labels=True).labels.numpy()  # model's assay order
     assert list(adata.obsm["assays"].columns) == model.assays
     model.save(tmp_path / "m", overwrite=True)
-    reordered = adata.copy()
-    cols = list(adata.obsm["assays"].columns)
-    reordered.obsm["assays"] = adata.obsm["assays"][[cols[2], cols[0], cols[1]]]
-    loaded = ht.model.MoMIL.load(tmp_path / "m", adata=reordered)
+    tuning = adata.copy()
+    lab = adata.obsm["assays"]
+    cols = list(lab.columns)
+    if labels == "reordered":
+        tuning.obsm["assays"] = lab[[cols[2], cols[0], cols[1]]]
+    else:  # the model's assays and another one, first
+        tuning.obsm["assays"] = lab.assign(new_assay=lab[cols[0]].fillna(1.0))[["new_assay", *cols[::-1]]]
+    loaded = ht.model.MoMIL.load(tmp_path / "m", adata=tuning)
     assert loaded.assays == model.assays
     loaded.train(max_epochs=1, warmup_epochs=0, batch_size=16, enable_progress_bar=False)
     got = BagData.from_manager(loaded.adata_manager, labels=True).labels.numpy()
