@@ -39,7 +39,7 @@ def test_labels_vary_within_bag(screen):
     labels.iloc[rows[0], 1] = 1.0
     labels.iloc[rows[1], 1] = 0.0
     screen.obsm["assays"] = labels
-    with pytest.raises(ValueError, match=rf"vary within a bag.*assay_01.*{well}"):
+    with pytest.raises(ValueError, match=rf"varies within a bag.*assay_01.*{well}"):
         check_labels(screen, "assays", "well")
 
 
@@ -49,7 +49,7 @@ def test_labels_measured_and_missing_within_bag(screen):
     labels.iloc[rows, 0] = np.nan
     labels.iloc[rows[0], 0] = 1.0
     screen.obsm["assays"] = labels
-    with pytest.raises(ValueError, match="vary within a bag"):
+    with pytest.raises(ValueError, match="varies within a bag"):
         check_labels(screen)
 
 

@@ -75,12 +75,30 @@ def check_constant_within(
         Ignore missing values (otherwise a mix of NaN and a value counts as varying).
     """
     frame = values if isinstance(values, pd.DataFrame) else pd.DataFrame({"v": np.asarray(values)})
-    frame = frame.reset_index(drop=True)
-    n = frame.groupby(np.asarray(groups), sort=False).nunique(dropna=dropna)
-    varying = (n > 1).to_numpy()
-    if varying.any():
-        bad_groups = n.index[varying.any(axis=1)]
-        cols = "" if frame.shape[1] == 1 and "v" in frame else f" (columns {_preview(n.columns[varying.any(axis=0)])})"
+    # Vectorised (no groupby over columns): codes per column, rows sorted by group, neighbours compared. This
+    # runs on n_obs × n_assays label tables of millions of rows.
+    codes = np.column_stack(
+        [pd.factorize(frame.iloc[:, j], use_na_sentinel=True)[0] for j in range(frame.shape[1])]
+    )
+    group_codes = pd.factorize(np.asarray(groups))[0]
+    order = np.argsort(group_codes, kind="stable")
+    g, c = group_codes[order], codes[order]
+    same_group = (g[1:] == g[:-1])[:, None]
+    if dropna:
+        # ignore NaN: compare each value with the last non-NaN value of its group (forward fill within groups)
+        filled = pd.DataFrame(np.where(c < 0, np.nan, c)).groupby(g).ffill().to_numpy()
+        prev, cur = filled[:-1], filled[1:]
+        differs = same_group & ~np.isnan(prev) & ~np.isnan(cur) & (prev != cur)
+    else:
+        differs = same_group & (c[1:] != c[:-1])
+    if differs.any():
+        rows = np.asarray(groups)[order][1:][differs.any(axis=1)]
+        bad_groups = pd.unique(rows)
+        cols = (
+            ""
+            if list(frame.columns) == ["v"] and not isinstance(values, pd.DataFrame)
+            else (f" (columns {_preview(frame.columns[differs.any(axis=0)])})")
+        )
         raise ValueError(
             f"{what} varies within {group_what}{cols}, e.g. in {_preview(bad_groups)} ({len(bad_groups)} in all)."
             + (f" {fix}" if fix else "")
@@ -184,15 +202,17 @@ def check_bag_key(
     check_obs_keys(adata, {"bag_key": bag_key, "plate_key": plate_key})
     if plate_key is None or plate_key == bag_key:
         return
-    n_plates = adata.obs[plate_key].groupby(adata.obs[bag_key].to_numpy()).nunique()
-    shared = n_plates.index[n_plates.to_numpy() > 1]
-    if len(shared):
-        raise ValueError(
-            f"Bag ids in adata.obs[{bag_key!r}] repeat across plates: {len(shared)} ids occur on more than one "
-            f"plate of adata.obs[{plate_key!r}] (e.g. {_preview(shared)}). A bag must be one well of one plate. "
-            f"Build a unique key with `ht.pp.make_bag_key(adata, plate_key={plate_key!r}, well_key={bag_key!r}, "
-            "key_added='bag')` and pass `bag_key='bag'`."
-        )
+    check_constant_within(
+        adata.obs[plate_key],
+        adata.obs[bag_key].to_numpy(),
+        what=f"The plate (adata.obs[{plate_key!r}])",
+        group_what=f"bag ids of adata.obs[{bag_key!r}]: bag ids repeat across plates",
+        fix=(
+            "A bag must be one well of one plate. Build a unique key with "
+            f"`ht.pp.make_bag_key(adata, plate_key={plate_key!r}, well_key={bag_key!r}, key_added='bag')` and pass "
+            "`bag_key='bag'`."
+        ),
+    )
 
 
 def check_labels(
@@ -269,21 +289,16 @@ def check_labels(
         )
     if bag_key is not None:
         check_obs_keys(adata, {"bag_key": bag_key})
-        codes = pd.factorize(adata.obs[bag_key])[0]
-        # Encode NaN as 2 so that a mix of measured and unmeasured within a bag is caught too.
-        enc = np.where(np.isnan(values), 2.0, values)
-        order = np.argsort(codes, kind="stable")
-        sc, se = codes[order], enc[order]
-        same_bag = sc[1:] == sc[:-1]
-        differs = same_bag[:, None] & (se[1:] != se[:-1])
-        if differs.any():
-            cols = labels.columns[differs.any(axis=0)]
-            bags = pd.unique(adata.obs[bag_key].to_numpy()[order][1:][differs.any(axis=1)])
-            raise ValueError(
-                f"Labels in adata.obsm[{labels_key!r}] vary within a bag of adata.obs[{bag_key!r}]: assays "
-                f"{_preview(cols)} in bags {_preview(bags)}. Labels belong to compounds and must be constant "
-                "within a well; assign them per compound with `ht.pp.assign_labels`."
-            )
+        check_constant_within(
+            labels,
+            adata.obs[bag_key].to_numpy(),
+            what=f"adata.obsm[{labels_key!r}] (the labels)",
+            group_what=f"a bag of adata.obs[{bag_key!r}]",
+            fix=(
+                "Labels belong to compounds and must be constant within a well (measured or not); assign them per "
+                "compound with `ht.pp.assign_labels`."
+            ),
+        )
     return labels
 
 
