@@ -1,13 +1,13 @@
 """Bag data, sampler/collate and splitters (:mod:`hcitools.dataloaders`)."""
 
 from ._bags import BagCollator, BagData, BagDataSplitter, SizeGroupedSampler, bag_loader
-from ._cells import TensorDataSplitter
+from ._cells import PairedDataSplitter
 
 __all__ = [
     "BagCollator",
     "BagData",
     "BagDataSplitter",
+    "PairedDataSplitter",
     "SizeGroupedSampler",
-    "TensorDataSplitter",
     "bag_loader",
 ]

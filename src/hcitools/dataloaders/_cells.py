@@ -1,65 +1,93 @@
-"""Row batches of a dictionary of aligned tensors (cells, their targets and conditions)."""
+"""Pairs of registered cells (a control cell and its optimal-transport partner) for the MTAe OT variants.
+
+scvi-tools' :class:`~scvi.dataloaders.AnnDataLoader` serves rows of the registered AnnData; the OT variants train
+on *pairs* of rows (input = a control cell, target = its partner), which it does not serve. This splitter is the
+smallest piece that does: it reads both cells of each pair through the same registered fields
+(:meth:`~scvi.data.AnnDataManager.create_torch_dataset`) and leaves everything else to scvi-tools.
+"""
 
 from __future__ import annotations
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from scvi import REGISTRY_KEYS
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from .._constants import PERTURBATION_REGISTRY_KEYS
+
+#: keys of the target cell in a batch of pairs
+TARGET_X_KEY = "target_X"
+TARGET_CONDITION_KEY = "target_condition"
 
 
-class _Gather:
-    def __init__(self, tensors: dict[str, torch.Tensor]):
-        self.tensors = tensors
+class _PairDataset(Dataset):
+    """Batches of pairs: the registered tensors of ``src`` rows, plus ``target_X`` / ``target_condition`` of ``dst``."""
 
-    def __call__(self, idx):
-        idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-        return {k: v[idx] for k, v in self.tensors.items()}
+    def __init__(self, dataset, src: np.ndarray, dst: np.ndarray):
+        self.dataset, self.src, self.dst = dataset, np.asarray(src), np.asarray(dst)
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, idx):
+        idx = np.asarray(idx)
+        out = dict(self.dataset[self.src[idx].tolist()])
+        target = self.dataset[self.dst[idx].tolist()]
+        out[TARGET_X_KEY] = target[REGISTRY_KEYS.X_KEY]
+        out[TARGET_CONDITION_KEY] = target[PERTURBATION_REGISTRY_KEYS.CONDITION]
+        return out
 
 
-class TensorDataSplitter(pl.LightningDataModule):
-    """Random training / validation split of aligned rows; batches gathered by index in one operation.
+class PairedDataSplitter(pl.LightningDataModule):
+    """Training and validation batches of (input row, target row) pairs of a registered AnnData.
+
+    The pairs of each set are built from that set's cells only (the caller splits cells first), so no cell is
+    on both sides.
 
     Parameters
     ----------
-    tensors
-        Aligned tensors (same first dimension).
-    validation_size
-        Fraction of rows held out.
+    adata_manager
+        The model's :class:`~scvi.data.AnnDataManager`.
+    train_pairs, val_pairs
+        ``(input rows, target rows)`` of the training and validation pairs.
     batch_size
-        Rows per batch.
+        Pairs per batch.
     seed
-        Seed of the split and the shuffling.
+        Seed of the shuffling of training pairs.
     """
 
     def __init__(
         self,
-        tensors: dict[str, torch.Tensor],
+        adata_manager,
+        train_pairs: tuple[np.ndarray, np.ndarray],
+        val_pairs: tuple[np.ndarray, np.ndarray],
         *,
-        validation_size: float = 0.1,
         batch_size: int = 128,
         seed: int = 0,
     ):
         super().__init__()
-        n = len(next(iter(tensors.values())))
-        if not 0 <= validation_size < 1:
-            raise ValueError(f"`validation_size` must be in [0, 1), got {validation_size}.")
-        rng = np.random.default_rng(seed)
-        perm = rng.permutation(n)
-        n_val = round(float(validation_size) * n)
-        self.val_idx, self.train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        self.adata_manager, self.batch_size, self.seed = adata_manager, batch_size, seed
+        self.train_pairs = tuple(np.asarray(p, dtype=np.int64) for p in train_pairs)
+        self.val_pairs = tuple(np.asarray(p, dtype=np.int64) for p in val_pairs)
+        # what scvi-tools' TrainRunner records on the model: the cells on each side
+        self.train_idx = np.unique(np.concatenate(self.train_pairs))
+        self.val_idx = np.unique(np.concatenate(self.val_pairs))
         self.test_idx = np.array([], dtype=np.int64)
-        self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
-        self.tensors, self.batch_size, self.seed = tensors, batch_size, seed
+        self.n_train, self.n_val = len(self.train_pairs[0]), len(self.val_pairs[0])
 
-    def _loader(self, idx: np.ndarray, shuffle: bool) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            idx, batch_size=self.batch_size, shuffle=shuffle, generator=gen, collate_fn=_Gather(self.tensors)
+    def _loader(self, pairs: tuple[np.ndarray, np.ndarray], shuffle: bool) -> DataLoader:
+        data = _PairDataset(self.adata_manager.create_torch_dataset(), *pairs)
+        base = (
+            RandomSampler(data, generator=torch.Generator().manual_seed(self.seed))
+            if shuffle
+            else SequentialSampler(data)
         )
+        # the dataset returns whole batches: automatic batching off, as in scvi-tools' AnnDataLoader
+        return DataLoader(data, sampler=BatchSampler(base, self.batch_size, drop_last=False), batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_idx, True)
+        return self._loader(self.train_pairs, shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_idx, False) if self.n_val else []
+        return self._loader(self.val_pairs, shuffle=False) if self.n_val else []

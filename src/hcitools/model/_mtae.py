@@ -67,7 +67,9 @@ class _ConditionField(CategoricalObsField):
         column = adata.obs[self._original_attr_key]
         present = set(pd.unique(column))
         order = [self.control_value]
-        order += [c for c in column.astype("category").cat.categories if c in present and c != self.control_value]
+        order += [
+            c for c in column.astype("category").cat.categories if c in present and c != self.control_value
+        ]
         adata.obs[self.attr_key] = pd.Categorical(column, categories=order).codes.astype(np.int64)
         state[_MAPPING] = pd.Index(order).to_numpy()
         return state
@@ -107,7 +109,9 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"`{name}` must be an int ≥ {minimum}, got {value!r}.")
 
 
-def _check_float(name: str, value: Any, low: float, high: float = math.inf, *, low_open: bool = False) -> None:
+def _check_float(
+    name: str, value: Any, low: float, high: float = math.inf, *, low_open: bool = False
+) -> None:
     ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
     ok = ok and math.isfinite(value) and (value > low if low_open else value >= low) and value < high
     if not ok:
@@ -210,12 +214,18 @@ def ot_pairs(
     from .._utils import import_optional
 
     if method not in ("auto", "emd", "sinkhorn"):
-        raise ValueError(f"`method` (MTAe's `ot_method`) must be 'auto', 'emd' or 'sinkhorn', got {method!r}.")
+        raise ValueError(
+            f"`method` (MTAe's `ot_method`) must be 'auto', 'emd' or 'sinkhorn', got {method!r}."
+        )
     if sampling not in ("argmax", "sample"):
         raise ValueError(f"`sampling` (MTAe's `ot_sampling`) must be 'argmax' or 'sample', got {sampling!r}.")
     _check_float("reg", reg, 0.0, low_open=True)
     ot = import_optional("ot", "optimal-transport pairing")
-    X_basis, groups, conditions = np.asarray(X_basis, dtype=np.float64), np.asarray(groups), np.asarray(conditions)
+    X_basis, groups, conditions = (
+        np.asarray(X_basis, dtype=np.float64),
+        np.asarray(groups),
+        np.asarray(conditions),
+    )
     if not len(X_basis) == len(groups) == len(conditions):
         raise ValueError(
             f"`X_basis`, `groups` and `conditions` must have one row per cell, got {len(X_basis)}, {len(groups)} "
@@ -231,7 +241,9 @@ def ot_pairs(
             pert = np.flatnonzero((groups == g) & (conditions == cond))
             M = ot.dist(X_basis[ctrl], X_basis[pert])  # squared Euclidean
             a, b = ot.unif(len(ctrl)), ot.unif(len(pert))
-            use = method if method != "auto" else ("emd" if len(ctrl) * len(pert) <= max_exact else "sinkhorn")
+            use = (
+                method if method != "auto" else ("emd" if len(ctrl) * len(pert) <= max_exact else "sinkhorn")
+            )
             if use == "emd":
                 plan = ot.emd(a, b, M, numItermax=max(100_000, 50 * len(ctrl) * len(pert)))
             else:
@@ -264,7 +276,9 @@ def ot_pairs(
                 }
             )
     if not src:
-        raise ValueError("No group has both control and perturbed cells: optimal transport has nothing to pair.")
+        raise ValueError(
+            "No group has both control and perturbed cells: optimal transport has nothing to pair."
+        )
     return np.concatenate(src), np.concatenate(dst), pd.DataFrame(report)
 
 
@@ -283,11 +297,11 @@ class MTAe(BaseModelClass):
     ``"MTAe"``
         Reconstruction (MSE) of each cell under its own condition.
     ``"MTAeAdv"``
-        + a latent discriminator control vs perturbed (classes weighted by their frequency), trained through
-        gradient reversal: the encoder removes what the discriminator uses (a perturbation-free latent).
+        + a latent discriminator control vs perturbed (classes weighted by their frequency); the encoder is
+        trained towards the confusion target 0.5, i.e. to remove what the discriminator uses (a perturbation-free
+        latent, not one anti-correlated with the perturbation as flipped labels would give).
     ``"MTAeAdvG"``
-        + a discriminator between latents and N(0, I) samples, trained through gradient reversal (adversarial
-        autoencoder).
+        + a discriminator between latents and N(0, I) samples (adversarial autoencoder).
     ``"MTAeOT"``
         Control cells are paired with perturbed cells of the same cell type and condition by optimal transport
         (POT, in a fixed PCA basis of the training cells); the model maps control → paired perturbed cell (MSE)
@@ -322,7 +336,12 @@ class MTAe(BaseModelClass):
     dropout
         Dropout rate.
     adversarial_weight
-        Gradient-reversal weight of the adversary (Adv variants).
+        Weight of the encoder's adversarial loss (Adv variants).
+    n_discriminator_steps
+        Discriminator updates per batch (Adv variants). On ``synthetic_perturbation`` (2 cell types, doses 1 and
+        10, 300 cells, 60 epochs, ``adversarial_weight=10``) 5 steps removed clearly more of what a fresh logistic
+        regression can read from the latent than 1 (balanced accuracy 0.55–0.79 against 0.78–0.95 without
+        adversary, 3 data seeds).
     kl_weight
         Weight of the KL term (VAE variants).
     ot_method
@@ -348,7 +367,9 @@ class MTAe(BaseModelClass):
 
     _module_cls = MTAeModule
     _data_splitter_cls = DataSplitter  # rows of the registered fields (reconstruction)
-    _paired_data_splitter_cls = PairedDataSplitter  # pairs of rows (OT): AnnDataLoader serves single rows only
+    _paired_data_splitter_cls = (
+        PairedDataSplitter  # pairs of rows (OT): AnnDataLoader serves single rows only
+    )
     _training_plan_cls = MTAeTrainingPlan
     _train_runner_cls = TrainRunner
 
@@ -390,7 +411,9 @@ class MTAe(BaseModelClass):
         if layer is not None and not isinstance(layer, str):
             raise TypeError(f"`layer` must be None or the name of a layer (a str), got {layer!r}.")
         if not isinstance(control_value, _PRIMITIVE_SCALARS):
-            raise TypeError(f"`control_value` must be a str, int or float, got {type(control_value).__name__}.")
+            raise TypeError(
+                f"`control_value` must be a str, int or float, got {type(control_value).__name__}."
+            )
         if kwargs.get("source_registry") is not None:  # load(dir, adata=query)
             _check_query_data(adata, condition_key, cell_type_key, layer)
         else:
@@ -423,6 +446,7 @@ class MTAe(BaseModelClass):
         film_encoder: bool = False,
         dropout: float = 0.1,
         adversarial_weight: float = 1.0,
+        n_discriminator_steps: int = 5,
         kl_weight: float = 0.005,
         ot_method: str = "auto",
         ot_sampling: str = "argmax",
@@ -443,6 +467,7 @@ class MTAe(BaseModelClass):
             raise TypeError(f"`film_encoder` must be a bool, got {film_encoder!r}.")
         _check_float("dropout", dropout, 0.0, 1.0)
         _check_float("adversarial_weight", adversarial_weight, 0.0)
+        _check_int("n_discriminator_steps", n_discriminator_steps, 1)
         _check_float("kl_weight", kl_weight, 0.0)
         if ot_method not in ("auto", "emd", "sinkhorn"):
             raise ValueError(f"`ot_method` must be 'auto', 'emd' or 'sinkhorn', got {ot_method!r}.")
@@ -451,12 +476,20 @@ class MTAe(BaseModelClass):
         _check_float("ot_reg", ot_reg, 0.0, low_open=True)
         _check_int("n_pca", n_pca, 1)
         if adata is None and registry is None:
-            raise ValueError("MTAe needs `adata` (registered with `MTAe.setup_anndata`) or a saved `registry`.")
+            raise ValueError(
+                "MTAe needs `adata` (registered with `MTAe.setup_anndata`) or a saved `registry`."
+            )
         super().__init__(adata, registry)
         variational, adversary, ot_mode = VARIANTS[variant]
         self.variant, self.ot_mode = variant, ot_mode
         self.adversarial_weight, self.kl_weight = float(adversarial_weight), float(kl_weight)
-        self.ot_method, self.ot_sampling, self.ot_reg, self.n_pca = ot_method, ot_sampling, float(ot_reg), n_pca
+        self.n_discriminator_steps = int(n_discriminator_steps)
+        self.ot_method, self.ot_sampling, self.ot_reg, self.n_pca = (
+            ot_method,
+            ot_sampling,
+            float(ot_reg),
+            n_pca,
+        )
         self.n_genes = int(self.summary_stats["n_vars"])
         self.module = self._module_cls(
             self.n_genes, len(self.conditions), control_code=self._control_code, n_latent=n_latent,
@@ -465,9 +498,7 @@ class MTAe(BaseModelClass):
         )  # fmt: skip
         self.format_version_ = FORMAT_VERSION
         self.ot_report_records_: list[dict] = []
-        self._model_summary_string = (
-            f"{variant}: {self.n_genes} genes, conditions {self.conditions}, latent {n_latent}, hidden {n_hidden}"
-        )
+        self._model_summary_string = f"{variant}: {self.n_genes} genes, conditions {self.conditions}, latent {n_latent}, hidden {n_hidden}"
         self.init_params_ = self._get_init_params(locals())
 
     # --------------------------------------------------------------------------------------------- registry
@@ -509,7 +540,10 @@ class MTAe(BaseModelClass):
         from ..tl._pca import pca_basis
 
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        cond, groups = self._codes(PERTURBATION_REGISTRY_KEYS.CONDITION), self._codes(PERTURBATION_REGISTRY_KEYS.CELL_TYPE)
+        cond, groups = (
+            self._codes(PERTURBATION_REGISTRY_KEYS.CONDITION),
+            self._codes(PERTURBATION_REGISTRY_KEYS.CELL_TYPE),
+        )
         project = pca_basis(to_dense(X[train_idx], np.float32), self.n_pca, seed=seed)
         group_names = self._state(PERTURBATION_REGISTRY_KEYS.CELL_TYPE)[_MAPPING]
         pairs, records = [], []
@@ -551,7 +585,9 @@ class MTAe(BaseModelClass):
         if not isinstance(enable_progress_bar, bool):
             raise TypeError(f"`enable_progress_bar` must be a bool, got {enable_progress_bar!r}.")
         if self.adata_manager is None:
-            raise ValueError("This model has no data to train on (loaded with `adata=False`); pass `adata=` to load.")
+            raise ValueError(
+                "This model has no data to train on (loaded with `adata=False`); pass `adata=` to load."
+            )
         if self.ot_mode != "plus_ot":
             if pretrain_epochs is not None:
                 raise ValueError(
@@ -560,7 +596,9 @@ class MTAe(BaseModelClass):
             return [("ot" if self.ot_mode == "ot" else "reconstruction", int(max_epochs))]
         pre = max_epochs // 2 if pretrain_epochs is None else pretrain_epochs
         if not _is_int(pre) or not 0 <= pre <= max_epochs:
-            raise ValueError(f"`pretrain_epochs` must be an int between 0 and `max_epochs` ({max_epochs}), got {pre!r}.")
+            raise ValueError(
+                f"`pretrain_epochs` must be an int between 0 and `max_epochs` ({max_epochs}), got {pre!r}."
+            )
         return [(kind, int(n)) for kind, n in (("reconstruction", pre), ("ot", max_epochs - pre)) if n > 0]
 
     def train(
@@ -578,7 +616,7 @@ class MTAe(BaseModelClass):
         enable_progress_bar: bool = True,
         **trainer_kwargs,
     ) -> None:
-        """Train with Adam (the adversary, when present, in the same step through gradient reversal).
+        """Train with Adam (and alternating discriminator steps for the Adv variants).
 
         Every argument and the data are checked, and the cells split and OT-paired, before anything changes: a
         call that raises leaves the model and the random state as they were.
@@ -613,7 +651,14 @@ class MTAe(BaseModelClass):
         (cells and transport cost per split, cell type and condition).
         """
         phases = self._check_train_args(
-            max_epochs, batch_size, lr, weight_decay, seed, validation_size, pretrain_epochs, enable_progress_bar
+            max_epochs,
+            batch_size,
+            lr,
+            weight_decay,
+            seed,
+            validation_size,
+            pretrain_epochs,
+            enable_progress_bar,
         )
         cond = self._codes(PERTURBATION_REGISTRY_KEYS.CONDITION)
         groups = self._codes(PERTURBATION_REGISTRY_KEYS.CELL_TYPE)
@@ -649,8 +694,10 @@ class MTAe(BaseModelClass):
             plan = self._training_plan_cls(
                 self.module, lr=lr, weight_decay=weight_decay, kl_weight=self.kl_weight,
                 adversarial_weight=self.adversarial_weight, pos_weight=pos_weight,
+                n_discriminator_steps=self.n_discriminator_steps,
             )  # fmt: skip
-            kwargs = {"check_val_every_n_epoch": 1, "log_every_n_steps": 1, **trainer_kwargs}
+            validation = {"check_val_every_n_epoch": 1} if splitter.n_val else {"limit_val_batches": 0}
+            kwargs = {**validation, "log_every_n_steps": 1, **trainer_kwargs}
             runner = self._train_runner_cls(
                 self,
                 training_plan=plan,
@@ -661,6 +708,9 @@ class MTAe(BaseModelClass):
                 enable_progress_bar=enable_progress_bar,
                 **kwargs,
             )
+            # Lightning keeps the modes modules are in: a module left in eval mode by a previous phase, training
+            # or load would otherwise train without dropout
+            self.module.train()
             run_training(self, runner)
         self.train_params_ = {
             "max_epochs": int(max_epochs), "batch_size": int(batch_size), "lr": float(lr),
@@ -686,7 +736,9 @@ class MTAe(BaseModelClass):
         return self._validate_anndata(adata)
 
     @torch.inference_mode()
-    def _forward(self, adata: AnnData, condition_code: int | None, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _forward(
+        self, adata: AnnData, condition_code: int | None, batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         _check_int("batch_size", batch_size, 1)
         self._check_if_trained(warn=True)
         loader = self._make_data_loader(adata=adata, batch_size=batch_size, shuffle=False)
@@ -747,7 +799,9 @@ class MTAe(BaseModelClass):
         _, x_hat = self._forward(adata, None, batch_size)
         return self._output(x_hat, adata)
 
-    def get_latent_representation(self, adata: AnnData | None = None, *, batch_size: int = 1024) -> np.ndarray:
+    def get_latent_representation(
+        self, adata: AnnData | None = None, *, batch_size: int = 1024
+    ) -> np.ndarray:
         """Latent of each cell (the posterior mean for VAE variants): ndarray n_cells × n_latent."""
         adata = self._query_data(adata)
         z, _ = self._forward(adata, None, batch_size)
