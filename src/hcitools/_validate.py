@@ -77,23 +77,30 @@ def check_constant_within(
     frame = values if isinstance(values, pd.DataFrame) else pd.DataFrame({"v": np.asarray(values)})
     # Vectorised (no groupby over columns): codes per column, rows sorted by group, neighbours compared. This
     # runs on n_obs × n_assays label tables of millions of rows.
-    codes = np.column_stack(
-        [pd.factorize(frame.iloc[:, j], use_na_sentinel=True)[0] for j in range(frame.shape[1])]
+    numeric = all(
+        pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt) for dt in frame.dtypes
     )
+    if numeric:  # compare the values themselves (NaN equal to NaN)
+        codes = frame.to_numpy(dtype=float)
+    else:
+        codes = np.column_stack([pd.factorize(frame.iloc[:, j])[0] for j in range(frame.shape[1])]).astype(
+            float
+        )
+        codes[codes < 0] = np.nan  # pandas' code of a missing value
     group_codes = pd.factorize(np.asarray(groups))[0]
     order = np.argsort(group_codes, kind="stable")
     g, c = group_codes[order], codes[order]
     same_group = (g[1:] == g[:-1])[:, None]
     if dropna:
         # ignore NaN: compare each value with the last non-NaN value of its group (forward fill within groups)
-        filled = pd.DataFrame(np.where(c < 0, np.nan, c)).groupby(g).ffill().to_numpy()
-        prev, cur = filled[:-1], filled[1:]
-        differs = same_group & ~np.isnan(prev) & ~np.isnan(cur) & (prev != cur)
+        c = pd.DataFrame(c).groupby(g).ffill().to_numpy()
+        prev, cur = c[:-1], c[1:]
+        differs = same_group & (prev != cur) & ~np.isnan(prev) & ~np.isnan(cur)
     else:
-        differs = same_group & (c[1:] != c[:-1])
+        prev, cur = c[:-1], c[1:]
+        differs = same_group & (prev != cur) & ~(np.isnan(prev) & np.isnan(cur))
     if differs.any():
-        rows = np.asarray(groups)[order][1:][differs.any(axis=1)]
-        bad_groups = pd.unique(rows)
+        bad_groups = pd.unique(np.asarray(groups)[order][1:][differs.any(axis=1)]).tolist()
         cols = (
             ""
             if list(frame.columns) == ["v"] and not isinstance(values, pd.DataFrame)

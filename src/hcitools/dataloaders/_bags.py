@@ -86,7 +86,13 @@ class BagData:
         n_tasks = len(adata_manager.get_state_registry(MIL_KEYS.LABELS_REGISTRY).column_names)
         lab = None
         if labels:
-            lab = np.asarray(adata_manager.get_from_registry(MIL_KEYS.LABELS_REGISTRY), dtype=np.float32)
+            # by assay name: the registry holds the model's assays, the frame may order (or hold) others
+            assays = list(adata_manager.get_state_registry(MIL_KEYS.LABELS_REGISTRY).column_names)
+            frame = adata_manager.get_from_registry(MIL_KEYS.LABELS_REGISTRY)
+            missing = [a for a in assays if a not in frame.columns]
+            if missing:
+                raise ValueError(f"The labels lack the model's assays {_preview(missing)}.")
+            lab = frame[assays].to_numpy(dtype=np.float32)
         groups = None
         if MIL_KEYS.GROUP_REGISTRY in fields:
             group_codes = np.asarray(adata_manager.get_from_registry(MIL_KEYS.GROUP_REGISTRY)).reshape(-1)

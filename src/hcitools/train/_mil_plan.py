@@ -110,6 +110,10 @@ class MILTrainingPlan(pl.LightningModule):
     def forward(self, batch):
         return self.module(batch, loss_kwargs={"pos_weight": self.pos_weight})
 
+    def on_train_start(self):
+        # queries and ``load`` leave the module in eval mode, which Lightning keeps for submodules
+        self.module.train()
+
     def _step(self, batch) -> tuple:
         inference, _, out = self(batch)
         task_loss = out.extra_metrics[MODULE_KEYS.TASK_LOSS]
