@@ -549,6 +549,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             )
             _check_strategy(runner.trainer)
             seed_and_reset(self, seed)
+            self.module.train()  # queries and `load` leave it in eval mode, which Lightning would keep
             run_training(self, runner)
         # with a spawn-based strategy the callback ran in child processes: read the best epoch off the history
         self.best_epoch_ = best.best_epoch if best is not None else None

@@ -5,12 +5,32 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
-from scipy import sparse
 
 from .._constants import PERTURBATION_KEYS
-from .._utils import import_optional, logger
+from .._utils import import_optional, logger, to_dense
 from .._validate import check_obs_keys, validate_perturbation
+
+
+def _resolve_condition(adata: AnnData, condition: Any, *, condition_key: str, control_value: Any) -> Any:
+    """The perturbed condition to evaluate: ``condition`` when given (it must be a perturbed value of
+    ``obs[condition_key]``), otherwise the only perturbed condition of the data; several raise, listing them."""
+    values = pd.unique(adata.obs[condition_key])
+    perturbed = [v for v in values if v != control_value]
+    if condition is None:
+        if len(perturbed) != 1:
+            raise ValueError(
+                f"adata.obs[{condition_key!r}] holds {len(perturbed)} perturbed conditions "
+                f"({sorted(map(str, perturbed))[:10]}); pass `condition=` the one to evaluate."
+            )
+        return perturbed[0]
+    if condition == control_value or not any(condition == v for v in perturbed):
+        raise ValueError(
+            f"`condition` {condition!r} must be a perturbed value of adata.obs[{condition_key!r}]; perturbed "
+            f"values: {sorted(map(str, perturbed))[:10]}."
+        )
+    return condition
 
 
 def split_ood(
@@ -20,7 +40,7 @@ def split_ood(
     target: Any,
     condition_key: str = PERTURBATION_KEYS.CONDITION,
     control_value: Any = PERTURBATION_KEYS.CONTROL_VALUE,
-    condition: Any = "stimulated",
+    condition: Any = None,
     train_on_target_control: bool = True,
 ) -> tuple[AnnData, AnnData, AnnData]:
     """Hold out a cell type's perturbed cells (out-of-distribution prediction).
@@ -42,7 +62,8 @@ def split_ood(
     control_value
         Control condition.
     condition
-        The perturbed condition to evaluate (its target cells form ``stim_target``).
+        The perturbed condition to evaluate (its target cells form ``stim_target``); default: the only perturbed
+        condition of the data (several raise).
     train_on_target_control
         Keep the target's control cells in the training set.
 
@@ -61,10 +82,7 @@ def split_ood(
         raise ValueError(
             f"`target` {target!r} is not a value of adata.obs[{cell_type_key!r}]; values: {sorted(map(str, set(ct)))}."
         )
-    if condition == control_value or condition not in set(cond):
-        raise ValueError(
-            f"`condition` {condition!r} must be a perturbed value of adata.obs[{condition_key!r}]."
-        )
+    condition = _resolve_condition(adata, condition, condition_key=condition_key, control_value=control_value)
     is_target = ct == target
     ctrl_mask = is_target & (cond == control_value)
     stim_mask = is_target & (cond == condition)
@@ -83,16 +101,12 @@ def split_ood(
     return train, adata[ctrl_mask].copy(), adata[stim_mask].copy()
 
 
-def _dense(X) -> np.ndarray:
-    return X.toarray() if sparse.issparse(X) else np.asarray(X)
-
-
 def predict_baseline(
     adata: AnnData,
     *,
     method: Literal["identity", "mean_shift", "scgen"] = "mean_shift",
     target: Any,
-    condition: Any = "stimulated",
+    condition: Any = None,
     cell_type_key: str = PERTURBATION_KEYS.CELL_TYPE,
     condition_key: str = PERTURBATION_KEYS.CONDITION,
     control_value: Any = PERTURBATION_KEYS.CONTROL_VALUE,
@@ -124,7 +138,7 @@ def predict_baseline(
     target
         The held-out cell type.
     condition
-        Perturbed condition to predict.
+        Perturbed condition to predict; default: the only perturbed condition of the data (several raise).
     cell_type_key, condition_key, control_value
         As in :func:`split_ood`.
     seed
@@ -137,6 +151,10 @@ def predict_baseline(
     AnnData of predicted cells (one per control cell of the target, same ``var``; ``obs`` copied, except for
     scGen whose output rows are its own), with ``uns["baseline"]`` naming the method.
     """
+    if method not in ("identity", "mean_shift", "scgen"):
+        raise ValueError(f"`method` must be 'identity', 'mean_shift' or 'scgen', got {method!r}.")
+    check_obs_keys(adata, {"condition_key": condition_key})
+    condition = _resolve_condition(adata, condition, condition_key=condition_key, control_value=control_value)
     train, ctrl, _ = split_ood(
         adata,
         cell_type_key=cell_type_key,
@@ -145,22 +163,46 @@ def predict_baseline(
         control_value=control_value,
         condition=condition,
     )
+    return _baseline_from_split(
+        train, ctrl, method=method, target=target, condition=condition, cell_type_key=cell_type_key,
+        condition_key=condition_key, control_value=control_value, seed=seed, max_epochs=max_epochs,
+        batch_size=batch_size,
+    )  # fmt: skip
+
+
+def _baseline_from_split(
+    train: AnnData,
+    ctrl: AnnData,
+    *,
+    method: str,
+    target: Any,
+    condition: Any,
+    cell_type_key: str,
+    condition_key: str,
+    control_value: Any,
+    seed: int = 0,
+    max_epochs: int = 100,
+    batch_size: int = 32,
+) -> AnnData:
+    """:func:`predict_baseline` on the cells of a :func:`split_ood` split (nothing is copied again)."""
     if method == "identity":
-        X = _dense(ctrl.X).astype(np.float32)
+        X = to_dense(ctrl.X, np.float32)
     elif method == "mean_shift":
-        others = train[(train.obs[cell_type_key] != target).to_numpy()]
+        is_other = (train.obs[cell_type_key] != target).to_numpy()
+        cond = train.obs[condition_key].to_numpy()
         shifts = []
-        for ct in others.obs[cell_type_key].unique():
-            sub = others[(others.obs[cell_type_key] == ct).to_numpy()]
-            c = (sub.obs[condition_key] == control_value).to_numpy()
-            s = (sub.obs[condition_key] == condition).to_numpy()
+        for ct in pd.unique(train.obs[cell_type_key][is_other]):
+            in_ct = is_other & (train.obs[cell_type_key] == ct).to_numpy()
+            c, s = in_ct & (cond == control_value), in_ct & (cond == condition)
             if c.any() and s.any():
-                shifts.append(_dense(sub.X[s]).mean(0) - _dense(sub.X[c]).mean(0))
+                shifts.append(
+                    to_dense(train.X[s], np.float64).mean(0) - to_dense(train.X[c], np.float64).mean(0)
+                )
         if not shifts:
             raise ValueError(
                 f"No other cell type has both control and {condition!r} cells: no shift to transfer."
             )
-        X = (_dense(ctrl.X) + np.mean(shifts, axis=0)).astype(np.float32)
+        X = (to_dense(ctrl.X, np.float64) + np.mean(shifts, axis=0)).astype(np.float32)
     elif method == "scgen":
         return _scgen(
             train,
@@ -195,14 +237,13 @@ def _scgen(
     import scvi
 
     scvi.settings.seed = seed
-    train = train.copy()
-    if sparse.issparse(train.X):
-        train.X = train.X.toarray()
+    train = train.copy()  # scGen registers (and densifies) its own copy
+    train.X = to_dense(train.X)
     Scgen.setup_anndata(train, batch_key=condition_key, labels_key=cell_type_key)
     model = Scgen(train)
     model.train(max_epochs=max_epochs, batch_size=batch_size, early_stopping=True, enable_progress_bar=False)
     pred, _ = model.predict(ctrl_key=control_value, stim_key=condition, celltype_to_predict=target)
-    out = AnnData(np.asarray(_dense(pred.X), dtype=np.float32), obs=pred.obs.copy(), var=train.var.copy())
+    out = AnnData(to_dense(pred.X, np.float32), obs=pred.obs.copy(), var=train.var.copy())
     out.uns["baseline"] = {
         "method": "scgen",
         "target": str(target),

@@ -9,24 +9,21 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
 
 from .._constants import PERTURBATION_KEYS
-from .._utils import logger
+from .._utils import logger, to_dense
+from .._validate import check_obs_keys
+from ._pca import pca_basis
 
 DISTANCES = ("euclidean", "edistance", "wasserstein", "mean_pairwise", "mmd")
 _HIGHER = ("deg_overlap", "deg_jaccard", "r2_all", "r2_top20", "r2_top100", "r2_shift")
 
 
-def _dense(X) -> np.ndarray:
-    return np.asarray(X.toarray() if sparse.issparse(X) else X, dtype=np.float64)
-
-
 def top_degs(
     case: AnnData | np.ndarray,
     ctrl: AnnData | np.ndarray,
-    genes: Sequence[str],
     *,
+    genes: Sequence[str],
     n: int = 100,
     method: str = "t-test",
     direction: Literal["up", "down", "both"] = "up",
@@ -54,8 +51,8 @@ def top_degs(
 
     if direction not in ("up", "down", "both"):
         raise ValueError(f"`direction` must be 'up', 'down' or 'both', got {direction!r}.")
-    a = _dense(case.X if isinstance(case, AnnData) else case)
-    b = _dense(ctrl.X if isinstance(ctrl, AnnData) else ctrl)
+    a = to_dense(case.X if isinstance(case, AnnData) else case, np.float64)
+    b = to_dense(ctrl.X if isinstance(ctrl, AnnData) else ctrl, np.float64)
     ad = AnnData(np.vstack([a, b]).astype(np.float32), var=pd.DataFrame(index=list(genes)))
     ad.obs["group"] = pd.Categorical(["case"] * len(a) + ["ctrl"] * len(b))
     with warnings.catch_warnings():
@@ -80,14 +77,8 @@ def _r2(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _pca_basis(real: np.ndarray, n_comps: int, seed: int):
-    import scanpy as sc
-
-    n_comps = min(n_comps, min(real.shape) - 1)
-    _, components, _, _ = sc.pp.pca(
-        real.astype(np.float32), n_comps=n_comps, return_info=True, random_state=seed
-    )
-    mean = real.mean(axis=0)
-    return lambda X: (X - mean) @ components.T
+    """Projection into the PCA basis of the real cells (the package's one seeded scikit-learn PCA helper)."""
+    return pca_basis(real, n_comps, seed=seed)
 
 
 def _wasserstein_pot(X: np.ndarray, Y: np.ndarray) -> float:
@@ -123,8 +114,8 @@ def _distance_fns(distances: Sequence[str]) -> dict[str, Any]:
 def evaluate_perturbation(
     pred: AnnData,
     stim: AnnData,
-    ctrl: AnnData,
     *,
+    ctrl: AnnData,
     n_degs: int = 100,
     deg_method: str = "t-test",
     direction: Literal["up", "down", "both"] = "up",
@@ -178,12 +169,12 @@ def evaluate_perturbation(
     if not (pred.var_names.equals(stim.var_names) and stim.var_names.equals(ctrl.var_names)):
         raise ValueError("`pred`, `stim` and `ctrl` must have the same genes in the same order.")
     genes = list(stim.var_names)
-    P, S, C = _dense(pred.X), _dense(stim.X), _dense(ctrl.X)
+    P, S, C = (to_dense(ad.X, np.float64) for ad in (pred, stim, ctrl))
     if not (np.isfinite(P).all() and np.isfinite(S).all() and np.isfinite(C).all()):
         raise ValueError("Expression holds NaN or infinite values.")
     out: dict[str, float] = {}
-    real_degs = top_degs(S, C, genes, n=max(n_degs, 100), method=deg_method, direction=direction)
-    pred_degs = top_degs(P, C, genes, n=n_degs, method=deg_method, direction=direction)
+    real_degs = top_degs(S, C, genes=genes, n=max(n_degs, 100), method=deg_method, direction=direction)
+    pred_degs = top_degs(P, C, genes=genes, n=n_degs, method=deg_method, direction=direction)
     inter = len(set(real_degs[:n_degs]) & set(pred_degs))
     out["deg_overlap"] = float(inter)
     out["deg_jaccard"] = inter / len(set(real_degs[:n_degs]) | set(pred_degs))
@@ -241,7 +232,7 @@ def perturbation_ceiling(stim: AnnData, ctrl: AnnData, *, seed: int = 0, **kwarg
     perm = rng.permutation(stim.n_obs)
     half = stim.n_obs // 2
     a, b = stim[np.sort(perm[:half])].copy(), stim[np.sort(perm[half:])].copy()
-    return evaluate_perturbation(a, b, ctrl, seed=seed, **kwargs)
+    return evaluate_perturbation(a, b, ctrl=ctrl, seed=seed, **kwargs)
 
 
 def _direction(metric: str) -> bool:
@@ -358,19 +349,10 @@ def _warn_duplicates(values: pd.DataFrame, threshold: float) -> None:
 def benchmark_perturbation(
     adata: AnnData,
     *,
-    models: Sequence[str] = (
-        "MTAe",
-        "MTAeAdv",
-        "MTAeAdvG",
-        "MTAeOT",
-        "MTAePlusOT",
-        "MTVae",
-        "MTVaeOT",
-        "MTVaePlusOT",
-    ),
+    models: Sequence[str] | None = None,
     cell_types: Sequence[str] | None = None,
     seeds: Sequence[int] = (1, 2, 19193),
-    condition: Any = "stimulated",
+    condition: Any = None,
     baselines: Sequence[str] = ("identity", "mean_shift"),
     ceiling: bool = True,
     condition_key: str = PERTURBATION_KEYS.CONDITION,
@@ -392,13 +374,13 @@ def benchmark_perturbation(
     adata
         Cells × genes (log-normalised).
     models
-        MTAe variants.
+        MTAe variants (default: all eight).
     cell_types
         Cell types to hold out (default: every cell type with control and ``condition`` cells).
     seeds
         Seeds (paper 004: 1, 2, 19193).
     condition
-        Perturbed condition.
+        Perturbed condition; default: the only perturbed condition of the data (several raise).
     baselines
         Baselines always reported (``"identity"``, ``"mean_shift"``, ``"scgen"``).
     ceiling
@@ -416,11 +398,17 @@ def benchmark_perturbation(
     """
     from tqdm.auto import tqdm
 
-    import hcitools as ht
+    from ..model import MTAe
+    from ..model._mtae import VARIANTS
+    from ._perturbation import _baseline_from_split, _resolve_condition, split_ood
 
-    from ._perturbation import predict_baseline, split_ood
-
+    models = list(VARIANTS) if models is None else list(models)
+    unknown = [m for m in models if m not in VARIANTS]
+    if unknown:
+        raise ValueError(f"`models` must be MTAe variants {list(VARIANTS)}; got unknown {unknown}.")
     keys = {"condition_key": condition_key, "cell_type_key": cell_type_key, "control_value": control_value}
+    check_obs_keys(adata, {"condition_key": condition_key, "cell_type_key": cell_type_key})
+    condition = _resolve_condition(adata, condition, condition_key=condition_key, control_value=control_value)
     if cell_types is None:
         ct, cond = adata.obs[cell_type_key].astype(str), adata.obs[condition_key]
         cell_types = [
@@ -432,27 +420,30 @@ def benchmark_perturbation(
     jobs = [(c, s) for c in cell_types for s in seeds]
     for cell_type, seed in tqdm(jobs, desc="benchmark", disable=not progress):
         train, ctrl, stim = split_ood(adata, target=cell_type, condition=condition, **keys)
+        for fold_data in (train, ctrl):  # the fold's own copies: registered afresh, not as the user's data
+            fold_data.uns.pop("_scvi_uuid", None)
+            fold_data.uns.pop("_scvi_manager_uuid", None)
         ek = {"seed": seed, **(eval_kwargs or {})}
 
         def record(name, pred, _ct=cell_type, _seed=seed, _ctrl=ctrl, _stim=stim, _ek=ek):
-            res = evaluate_perturbation(pred, _stim, _ctrl, **_ek)
+            res = evaluate_perturbation(pred, _stim, ctrl=_ctrl, **_ek)
             rows.extend(
                 {"model": name, "cell_type": _ct, "seed": _seed, "metric": k, "value": v}
                 for k, v in res.items()
             )
 
-        for name in models:
-            ht.model.MTAe.setup_anndata(train, **keys)
-            model = ht.model.MTAe(train, variant=name, **(model_kwargs or {}))
+        if models:
+            MTAe.setup_anndata(train, **keys)
+        for i, name in enumerate(models):
+            model = MTAe(train, variant=name, **(model_kwargs or {}))
             model.train(seed=seed, enable_progress_bar=False, **(train_kwargs or {}))
             record(name, model.predict(ctrl, condition=condition))
+            _release(model, train if i == len(models) - 1 else None)
         for base in baselines:
-            record(
-                base,
-                predict_baseline(
-                    adata, method=base, target=cell_type, condition=condition, seed=seed, **keys
-                ),
+            pred = _baseline_from_split(
+                train, ctrl, method=base, target=cell_type, condition=condition, seed=seed, **keys
             )
+            record(base, pred)
         if ceiling:
             res = perturbation_ceiling(stim, ctrl, **ek)
             rows.extend(
@@ -470,3 +461,13 @@ def benchmark_perturbation(
         f"benchmark: {len(models)} models, {len(baselines)} baselines, {len(cell_types)} cell types × {len(seeds)} seeds"
     )
     return table
+
+
+def _release(model, train: AnnData | None = None) -> None:
+    """Forget a fold's AnnData managers: scvi-tools keeps every registered AnnData (and its manager) in class-level
+    stores until it is deregistered, so a benchmark would otherwise hold every fold's data."""
+    if train is not None:
+        model.deregister_manager(train)  # the class-level manager of the fold's training data
+    type(model)._per_instance_manager_store.pop(
+        model.id, None
+    )  # this model's managers (training and query data)
