@@ -77,13 +77,13 @@ def test_compare_methods():
     )
     good = y + rng.normal(0, 0.4, y.shape)
     noise = pd.DataFrame(rng.random(y.shape), index=idx, columns=["a", "b"])
-    res = ht.tl.compare_methods(good, noise, y, n_boot=300, seed=0)
+    res = ht.tl.compare_methods(good, noise, labels=y, n_boot=300, seed=0)
     assert (res["p_value"] < 0.01).all() and (res["delta"] > 0).all()
-    same = ht.tl.compare_methods(noise, noise, y, n_boot=100)
+    same = ht.tl.compare_methods(noise, noise, labels=y, n_boot=100)
     assert (same["p_value"] == 1.0).all()
-    rev = ht.tl.compare_methods(noise, good, y, n_boot=300)
+    rev = ht.tl.compare_methods(noise, good, labels=y, n_boot=300)
     assert (rev["p_value"] > 0.95).all()
-    again = ht.tl.compare_methods(good, noise, y, n_boot=300, seed=0)
+    again = ht.tl.compare_methods(good, noise, labels=y, n_boot=300, seed=0)
     pd.testing.assert_frame_equal(res, again)
 
 
@@ -105,14 +105,14 @@ def test_compare_methods_errors_and_p_value_floor():
     idx = [f"c{i}" for i in range(40)]
     y = pd.DataFrame({"a": np.tile([0.0, 1.0], 20)}, index=idx)
     perfect, noise = y.copy(), pd.DataFrame({"a": rng.random(40)}, index=idx)
-    res = ht.tl.compare_methods(perfect, noise, y, n_boot=50)
+    res = ht.tl.compare_methods(perfect, noise, labels=y, n_boot=50)
     assert res.loc["a", "p_value"] == pytest.approx(1 / (res.loc["a", "n_boot"] + 1))  # never exactly 0
     with pytest.raises(TypeError, match="pred_a"):
-        ht.tl.compare_methods(y.to_numpy(), noise, y)
+        ht.tl.compare_methods(y.to_numpy(), noise, labels=y)
     with pytest.raises(KeyError, match="missing"):
-        ht.tl.compare_methods(perfect, noise, y, assays=["zz"])
+        ht.tl.compare_methods(perfect, noise, labels=y, assays=["zz"])
     with pytest.raises(ValueError, match="n_boot"):
-        ht.tl.compare_methods(perfect, noise, y, n_boot=0)
+        ht.tl.compare_methods(perfect, noise, labels=y, n_boot=0)
 
 
 def test_tl_momil_checks_arguments_before_training(screen_folds, monkeypatch):

@@ -27,8 +27,8 @@ def _resampled_auroc(y: np.ndarray, score: np.ndarray) -> np.ndarray:
 def compare_methods(
     pred_a: pd.DataFrame,
     pred_b: pd.DataFrame,
-    labels: pd.DataFrame,
     *,
+    labels: pd.DataFrame,
     n_boot: int = 1000,
     seed: int = 0,
     assays: Sequence[str] | None = None,
@@ -69,7 +69,7 @@ def compare_methods(
     >>> rng = np.random.default_rng(0)
     >>> y = pd.DataFrame({"a": rng.integers(0, 2, 60).astype(float)})
     >>> good = y + rng.normal(0, 0.3, (60, 1)); bad = pd.DataFrame({"a": rng.random(60)})
-    >>> float(compare_methods(good, bad, y, n_boot=200).loc["a", "p_value"]) < 0.05
+    >>> float(compare_methods(good, bad, labels=y, n_boot=200).loc["a", "p_value"]) < 0.05
     True
     """
     for name, frame in (("pred_a", pred_a), ("pred_b", pred_b), ("labels", labels)):
