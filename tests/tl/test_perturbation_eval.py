@@ -108,7 +108,7 @@ def test_identical_sets(kang_b):
     res = ht.tl.evaluate_perturbation(
         stim.copy(),
         stim,
-        ctrl,
+        ctrl=ctrl,
         n_boot=10,
         distances=("euclidean", "edistance", "mmd", "mean_pairwise", "wasserstein"),
     )
@@ -123,7 +123,9 @@ def test_identical_sets(kang_b):
     else:  # pertpy's entropic (Sinkhorn) cost is positive even for identical sets, but below d(stim, ctrl)
         assert 0 < res["wasserstein"] and res["wasserstein_ratio"] < 1
     # MMD with pertpy's linear kernel equals the squared Euclidean distance of means
-    ident = ht.tl.evaluate_perturbation(ctrl.copy(), stim, ctrl, n_boot=0, distances=("euclidean", "mmd"))
+    ident = ht.tl.evaluate_perturbation(
+        ctrl.copy(), stim, ctrl=ctrl, n_boot=0, distances=("euclidean", "mmd")
+    )
     assert ident["mmd"] == pytest.approx(ident["euclidean"] ** 2, rel=1e-6)
 
 
@@ -131,7 +133,7 @@ def test_shuffled_genes_score_low(kang_b):
     _, ctrl, stim = kang_b
     shuffled = stim.copy()
     shuffled.X = stim.X.toarray()[:, np.random.default_rng(0).permutation(stim.n_vars)]
-    res = ht.tl.evaluate_perturbation(shuffled, stim, ctrl, n_boot=10, distances=("euclidean",))
+    res = ht.tl.evaluate_perturbation(shuffled, stim, ctrl=ctrl, n_boot=10, distances=("euclidean",))
     assert res["r2_all"] < 0.3 and res["r2_top100"] < 0.3
 
 
@@ -141,7 +143,7 @@ def test_distances_agree_with_pertpy(kang_b):
     adata, ctrl, stim = kang_b
     pred = ht.tl.predict_baseline(adata, method="mean_shift", target="B")
     res = ht.tl.evaluate_perturbation(
-        pred, stim, ctrl, n_boot=0, distances=("edistance", "mean_pairwise"), n_comps=30
+        pred, stim, ctrl=ctrl, n_boot=0, distances=("edistance", "mean_pairwise"), n_comps=30
     )
     S, C, P = (
         np.asarray(a.X.toarray() if hasattr(a.X, "toarray") else a.X, dtype=float) for a in (stim, ctrl, pred)
@@ -160,14 +162,14 @@ def test_baselines_and_ceiling_order(kang_b):
     ident = ht.tl.evaluate_perturbation(
         ht.tl.predict_baseline(adata, method="identity", target="B"),
         stim,
-        ctrl,
+        ctrl=ctrl,
         n_boot=20,
         distances=("euclidean",),
     )
     shift = ht.tl.evaluate_perturbation(
         ht.tl.predict_baseline(adata, method="mean_shift", target="B"),
         stim,
-        ctrl,
+        ctrl=ctrl,
         n_boot=20,
         distances=("euclidean",),
     )
@@ -192,6 +194,41 @@ def test_benchmark_perturbation_tidy(data_root):
         wide.drop(index="ceiling (split half)"), metrics=["r2_all", "r2_top100", "euclidean", "edistance"]
     )
     assert set(ranked.index) == {"MTAe", "MTAeOT", "identity", "mean_shift"}
+
+
+def test_benchmark_perturbation_deregisters_its_folds():
+    """Every fold registers its own training data (and the models their query data); none stays registered, and
+    the user's own registration is untouched."""
+    from hcitools.model import MTAe
+
+    adata = ht.datasets.synthetic_perturbation(
+        n_cell_types=3, n_cells=20, n_genes=30, n_response_genes=8, doses=(10.0,), seed=0
+    )
+    MTAe.setup_anndata(adata)  # the user's registration
+    before_cls = dict(MTAe._setup_adata_manager_store)
+    before_inst = set(MTAe._per_instance_manager_store)
+    table = ht.tl.benchmark_perturbation(
+        adata, models=("MTAe", "MTAeOT"), cell_types=["type_0", "type_1"], seeds=(1,), baselines=(), ceiling=False,
+        model_kwargs={"n_latent": 4, "n_hidden": 8}, train_kwargs={"max_epochs": 1},
+        eval_kwargs={"n_boot": 0, "n_comps": 5, "distances": ("euclidean",)}, progress=False,
+    )  # fmt: skip
+    assert set(table["model"]) == {"MTAe", "MTAeOT"} and set(table["cell_type"]) == {"type_0", "type_1"}
+    assert MTAe._setup_adata_manager_store == before_cls
+    assert set(MTAe._per_instance_manager_store) == before_inst
+    assert MTAe._setup_adata_manager_store[adata.uns["_scvi_uuid"]].adata is adata
+
+
+def test_no_kang_default_condition():
+    adata = ht.datasets.synthetic_perturbation(
+        n_cell_types=2, n_cells=10, n_genes=20, n_response_genes=4, seed=0
+    )
+    with pytest.raises(ValueError, match=r"3 perturbed conditions.*condition="):
+        ht.tl.split_ood(adata, target="type_0")
+    with pytest.raises(ValueError, match="condition"):
+        ht.tl.predict_baseline(adata, target="type_0", condition="stimulated")
+    one = adata[adata.obs["condition"].isin(["control", "drug_10"]).to_numpy()].copy()
+    train, _, stim = ht.tl.split_ood(one, target="type_0")  # the only perturbed condition
+    assert train.uns["split_ood"]["condition"] == "drug_10" and (stim.obs["condition"] == "drug_10").all()
 
 
 def test_rank_models_errors():
