@@ -460,3 +460,20 @@ def test_numeric_conditions():
     model.train(max_epochs=1, **QUIET)
     ctrl = adata[(adata.obs["dose_condition"] == 0.0).to_numpy()][:5].copy()
     assert model.predict(ctrl, condition=10.0).shape == (5, 20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["MTAeAdv", "MTAeOT"])
+def test_ddp_spawn_trains(variant):
+    """Two CPU processes: the adversary's alternating steps (unused parameters per backward) and the OT pairs'
+    distributed sampler train; the weights and the history come back to the calling process."""
+    adata = _small(n_cells=20, n_genes=30)
+    ht.model.MTAe.setup_anndata(adata)
+    model = ht.model.MTAe(adata, variant=variant, n_latent=4, n_hidden=16)
+    before = model.module.z_mean.weight.detach().clone()
+    model.train(max_epochs=2, batch_size=16, accelerator="cpu", devices=2, strategy="ddp_spawn", **QUIET)
+    assert not torch.equal(before, model.module.z_mean.weight)
+    assert (
+        len(model.history["train_loss"]) == 2
+        and np.isfinite(model.history["validation_loss"].to_numpy()).all()
+    )

@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from scvi import REGISTRY_KEYS
+from scvi.dataloaders import BatchDistributedSampler
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from .._constants import PERTURBATION_REGISTRY_KEYS
@@ -55,6 +56,9 @@ class PairedDataSplitter(pl.LightningDataModule):
         Pairs per batch.
     seed
         Seed of the shuffling of training pairs.
+    distributed_sampler
+        Under DDP: each process loads its share of the pairs (scvi-tools' :class:`~scvi.dataloaders.BatchDistributedSampler`,
+        as scvi-tools' ``AnnDataLoader`` with ``distributed_sampler=True``).
     """
 
     def __init__(
@@ -65,9 +69,11 @@ class PairedDataSplitter(pl.LightningDataModule):
         *,
         batch_size: int = 128,
         seed: int = 0,
+        distributed_sampler: bool = False,
     ):
         super().__init__()
         self.adata_manager, self.batch_size, self.seed = adata_manager, batch_size, seed
+        self.distributed_sampler = distributed_sampler
         self.train_pairs = tuple(np.asarray(p, dtype=np.int64) for p in train_pairs)
         self.val_pairs = tuple(np.asarray(p, dtype=np.int64) for p in val_pairs)
         # what scvi-tools' TrainRunner records on the model: the cells on each side
@@ -78,13 +84,17 @@ class PairedDataSplitter(pl.LightningDataModule):
 
     def _loader(self, pairs: tuple[np.ndarray, np.ndarray], shuffle: bool) -> DataLoader:
         data = _PairDataset(self.adata_manager.create_torch_dataset(), *pairs)
-        base = (
-            RandomSampler(data, generator=torch.Generator().manual_seed(self.seed))
-            if shuffle
-            else SequentialSampler(data)
-        )
+        if self.distributed_sampler:
+            sampler = BatchDistributedSampler(
+                data, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed
+            )
+        else:
+            base = (
+                RandomSampler(data, generator=torch.Generator().manual_seed(self.seed)) if shuffle else None
+            )
+            sampler = BatchSampler(base or SequentialSampler(data), self.batch_size, drop_last=False)
         # the dataset returns whole batches: automatic batching off, as in scvi-tools' AnnDataLoader
-        return DataLoader(data, sampler=BatchSampler(base, self.batch_size, drop_last=False), batch_size=None)
+        return DataLoader(data, sampler=sampler, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_pairs, shuffle=True)

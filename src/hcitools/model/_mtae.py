@@ -26,7 +26,7 @@ from ..dataloaders import PairedDataSplitter
 from ..module import MTAeModule
 from ..module._mtae import X_HAT_KEY, Z_KEY
 from ..train import MTAeTrainingPlan
-from ..train._run import run_training, seed_and_reset
+from ..train._run import history_file_dir, run_training, seed_and_reset
 
 logger = logging.getLogger("hcitools")
 
@@ -157,6 +157,14 @@ def _split_cells(strata: np.ndarray, validation_size: float, seed: int) -> tuple
     val_idx = np.sort(np.concatenate(val)) if val else np.array([], dtype=np.int64)
     train_idx = np.setdiff1d(np.arange(len(strata)), val_idx)
     return train_idx.astype(np.int64), val_idx.astype(np.int64)
+
+
+def _uses_ddp(strategy: Any) -> bool:
+    """Whether Lightning's ``strategy`` is data-parallel, so that each process loads its share of the batches
+    (the rule scvi-tools' own ``train`` applies)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    return ("ddp" in strategy) if isinstance(strategy, str) else isinstance(strategy, DDPStrategy)
 
 
 def _plain(value: Any) -> Any:
@@ -643,7 +651,11 @@ class MTAe(BaseModelClass):
         enable_progress_bar
             Show Lightning's progress bar.
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (e.g. ``strategy="ddp"``).
+            Passed to :class:`scvi.train.Trainer`, e.g. ``strategy="ddp"`` or ``"ddp_spawn"``: each process then
+            loads its share of the cells or pairs, losses are averaged over processes, and for the Adv variants
+            the strategy name gets ``_find_unused_parameters_true`` (the alternating discriminator steps leave
+            parameters without gradients; pass a ``DDPStrategy(find_unused_parameters=True)`` yourself if you
+            pass a strategy object).
 
         Notes
         -----
@@ -674,6 +686,12 @@ class MTAe(BaseModelClass):
                 )
             pos_weight = n_ctrl / n_pert
         ot_data = self._ot_pairs(train_idx, val_idx, seed) if any(k == "ot" for k, _ in phases) else None
+        strategy = trainer_kwargs.get("strategy")
+        distributed = _uses_ddp(strategy)
+        if isinstance(strategy, str) and distributed and self.module.discriminator is not None:
+            # the discriminator's steps leave the autoencoder's parameters without gradients (and vice versa)
+            if not strategy.endswith("_find_unused_parameters_true"):
+                trainer_kwargs = {**trainer_kwargs, "strategy": f"{strategy}_find_unused_parameters_true"}
         # ---- nothing has changed so far; from here on the model is modified
         seed_and_reset(self, seed)
         if ot_data is not None:
@@ -681,7 +699,12 @@ class MTAe(BaseModelClass):
         for kind, epochs in phases:
             if kind == "ot":
                 splitter = self._paired_data_splitter_cls(
-                    self.adata_manager, ot_data[0], ot_data[1], batch_size=batch_size, seed=seed
+                    self.adata_manager,
+                    ot_data[0],
+                    ot_data[1],
+                    batch_size=batch_size,
+                    seed=seed,
+                    distributed_sampler=distributed,
                 )
             else:
                 with warnings.catch_warnings():
@@ -690,6 +713,7 @@ class MTAe(BaseModelClass):
                         self.adata_manager,
                         external_indexing=[train_idx, val_idx, np.array([], dtype=np.int64)],
                         batch_size=batch_size,
+                        distributed_sampler=distributed,
                     )
             plan = self._training_plan_cls(
                 self.module, lr=lr, weight_decay=weight_decay, kl_weight=self.kl_weight,
@@ -697,21 +721,22 @@ class MTAe(BaseModelClass):
                 n_discriminator_steps=self.n_discriminator_steps,
             )  # fmt: skip
             validation = {"check_val_every_n_epoch": 1} if splitter.n_val else {"limit_val_batches": 0}
-            kwargs = {**validation, "log_every_n_steps": 1, **trainer_kwargs}
-            runner = self._train_runner_cls(
-                self,
-                training_plan=plan,
-                data_splitter=splitter,
-                max_epochs=epochs,
-                accelerator=accelerator,
-                devices=devices,
-                enable_progress_bar=enable_progress_bar,
-                **kwargs,
-            )
-            # Lightning keeps the modes modules are in: a module left in eval mode by a previous phase, training
-            # or load would otherwise train without dropout
-            self.module.train()
-            run_training(self, runner)
+            # a spawn-based strategy returns the history only through the file of process 0
+            with history_file_dir({**validation, "log_every_n_steps": 1, **trainer_kwargs}) as kwargs:
+                runner = self._train_runner_cls(
+                    self,
+                    training_plan=plan,
+                    data_splitter=splitter,
+                    max_epochs=epochs,
+                    accelerator=accelerator,
+                    devices=devices,
+                    enable_progress_bar=enable_progress_bar,
+                    **kwargs,
+                )
+                # Lightning keeps the modes modules are in: a module left in eval mode by a previous phase,
+                # training or load would otherwise train without dropout
+                self.module.train()
+                run_training(self, runner)
         self.train_params_ = {
             "max_epochs": int(max_epochs), "batch_size": int(batch_size), "lr": float(lr),
             "weight_decay": float(weight_decay), "seed": int(seed), "validation_size": float(validation_size),
