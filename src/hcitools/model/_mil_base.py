@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from scipy.special import expit
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, ObsmField
@@ -685,7 +686,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
                     "setup_anndata), which `adata` lacks."
                 )
         data, out = self._run(adata, batch_size, [MODULE_KEYS.LOGITS])
-        prob = 1.0 / (1.0 + np.exp(-out[MODULE_KEYS.LOGITS]))
+        prob = expit(out[MODULE_KEYS.LOGITS])
         pred = pd.DataFrame(prob, index=pd.Index(data.bag_names, name=None), columns=self.assays)
         if level == "compound":
             pred = pred.groupby(data.groups, sort=False).mean()
