@@ -27,6 +27,7 @@ from ..module import MTAeModule
 from ..module._mtae import X_HAT_KEY, Z_KEY
 from ..train import MTAeTrainingPlan
 from ..train._run import history_file_dir, run_training, seed_and_reset
+from .base import FORMAT_VERSION, PersistenceMixin
 
 logger = logging.getLogger("hcitools")
 
@@ -41,8 +42,6 @@ VARIANTS: dict[str, tuple[bool, str | None, str | None]] = {
     "MTVaeOT": (True, None, "ot"),
     "MTVaePlusOT": (True, None, "plus_ot"),
 }
-#: version of the saved model's format (attributes and registered fields); bumped on incompatible changes
-FORMAT_VERSION = 1
 _MAPPING = CategoricalObsField.CATEGORICAL_MAPPING_KEY
 _PRIMITIVE_SCALARS = (str, int, float, bool, np.integer, np.floating, np.bool_)
 
@@ -291,7 +290,7 @@ def ot_pairs(
 
 
 # ------------------------------------------------------------------------------------------------- model
-class MTAe(BaseModelClass):
+class MTAe(PersistenceMixin, BaseModelClass):
     """Multi-task perturbation autoencoder with a FiLM-conditioned decoder, and its variants.
 
     A shared, unconditioned encoder maps each cell to a latent; the decoder is modulated at each fusion point by
@@ -322,7 +321,8 @@ class MTAe(BaseModelClass):
 
     The condition and cell type are registered scvi-tools fields: query data (``predict``, ``load(dir,
     adata=query)``) is mapped to the training conditions **by name** and may hold only control cells.
-    Registration writes scvi-tools' fields into the AnnData: ``obs["_scvi_condition"]``,
+    Saved models hold primitive attributes with a format version (:class:`~hcitools.model.base.PersistenceMixin`);
+    ``load(dir)`` works without data. Registration writes scvi-tools' fields into the AnnData: ``obs["_scvi_condition"]``,
     ``obs["_scvi_cell_type"]`` (codes) and ``uns["_scvi_uuid"]``, ``uns["_scvi_manager_uuid"]``.
 
     Parameters
@@ -330,7 +330,7 @@ class MTAe(BaseModelClass):
     adata
         AnnData registered with :meth:`setup_anndata` (or ``None`` with ``registry``).
     registry
-        A saved registry (scvi-tools ≥ 1.2): builds the model without data, as ``load(dir, adata=False)`` does.
+        A saved registry (scvi-tools ≥ 1.2): builds the model without data, as ``load(dir)`` does.
     variant
         One of the eight names above.
     n_latent
@@ -833,4 +833,4 @@ class MTAe(BaseModelClass):
         return z
 
 
-__all__ = ["FORMAT_VERSION", "VARIANTS", "MTAe", "ot_pairs"]
+__all__ = ["VARIANTS", "MTAe", "ot_pairs"]
