@@ -391,7 +391,8 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         accelerator: str = "auto",
         devices: int | str = "auto",
         pos_weight: bool = False,
-        task_weighting: str | TaskWeighting = "equal",
+        weighting: str | TaskWeighting = "equal",
+        weighting_kwargs: dict | None = None,
         max_instances: int | None = None,
         group_by_size: bool = False,
         enable_progress_bar: bool = True,
@@ -430,9 +431,11 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         pos_weight
             Weight positives by ``n_neg / n_pos`` per assay in the BCE, from the observed training labels (held
             by the training plan, not the module).
-        task_weighting
+        weighting
             How per-assay losses are combined: a name of ``hcitools.train.WEIGHTINGS`` (``"equal"``: their sum
             over the assays observed in the batch) or a :class:`~hcitools.train.TaskWeighting` instance.
+        weighting_kwargs
+            Keyword arguments of the strategy named by ``weighting``.
         max_instances
             Randomly subsample training bags larger than this (off by default; never in validation or queries).
         group_by_size
@@ -448,7 +451,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
 
         Notes
         -----
-        ``model.history`` holds per-epoch ``train_loss``, ``train_loss_<assay>``, ``task_weight_<assay>``,
+        ``model.history`` holds per-epoch ``train_loss``, ``task_loss_<assay>``, ``task_weight_<assay>``,
         ``validation_loss``, ``validation_auroc_<assay>`` and ``validation_mean_auroc``; ``model.best_epoch`` the
         epoch whose weights were kept. Both are saved with the model.
 
@@ -496,7 +499,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             )
         if not isinstance(pos_weight, bool | np.bool_):
             raise TypeError(f"`pos_weight` must be True or False, got {pos_weight!r}.")
-        make_weighting(task_weighting, len(self.assays))  # checks the name or instance
+        make_weighting(weighting, len(self.assays), weighting_kwargs)  # checks the name, instance and kwargs
         self._check_training_data()
         splitter = self._make_data_splitter(
             validation_size=validation_size,
@@ -513,7 +516,8 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             lr=lr,
             weight_decay=weight_decay,
             max_epochs=max_epochs,
-            task_weighting=task_weighting,
+            weighting=weighting,
+            weighting_kwargs=weighting_kwargs,
         )
         callbacks, best = self._make_callbacks(splitter, plan, patience=patience, warmup_epochs=warmup_epochs)
         callbacks = list(trainer_kwargs.pop("callbacks", [])) + callbacks
@@ -574,9 +578,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             "batch_size": int(batch_size),
             "seed": int(seed),
             "pos_weight": bool(pos_weight),
-            "task_weighting": task_weighting
-            if isinstance(task_weighting, str)
-            else type(task_weighting).__name__,
+            "weighting": weighting if isinstance(weighting, str) else type(weighting).__name__,
         }
 
     # ------------------------------------------------------------------------------------------------ queries

@@ -41,7 +41,7 @@ class MILTrainingPlan(pl.LightningModule):
     scvi-tools' :class:`~scvi.train.TrainingPlan` logs ELBO terms; a classifier needs task metrics instead. The
     module's loss returns the undetached per-task losses and the number of observed labels per task; this plan
     combines them through a task-weighting strategy (:mod:`hcitools.train._weighting`) and logs, per epoch,
-    ``train_loss`` (the combined loss), ``train_loss_<assay>`` (NaN in an epoch without labels of the assay),
+    ``train_loss`` (the combined loss), ``task_loss_<assay>`` (NaN in an epoch without labels of the assay),
     ``task_weight_<assay>``, ``validation_loss``, and after each validation epoch ``validation_auroc_<assay>``
     (NaN when the validation bags hold a single observed class of the assay) and ``validation_mean_auroc`` (mean
     over the finite AUROCs of ``primary_assays``, 0.5 when there is none; the early-stopping monitor).
@@ -70,9 +70,11 @@ class MILTrainingPlan(pl.LightningModule):
         None evaluates bags.
     pos_weight
         T weights of the positive class in the BCE (e.g. ``n_neg / n_pos`` of the training bags), or None.
-    task_weighting
+    weighting
         A name of ``hcitools.train._weighting.WEIGHTINGS`` (``"equal"``) or a
         :class:`~hcitools.train.TaskWeighting`.
+    weighting_kwargs
+        Keyword arguments of the strategy named by ``weighting``.
     """
 
     def __init__(
@@ -86,7 +88,8 @@ class MILTrainingPlan(pl.LightningModule):
         max_epochs: int = 100,
         bag_groups: np.ndarray | None = None,
         pos_weight: torch.Tensor | None = None,
-        task_weighting: str | TaskWeighting = "equal",
+        weighting: str | TaskWeighting = "equal",
+        weighting_kwargs: dict | None = None,
     ):
         super().__init__()
         self.module = module
@@ -95,7 +98,7 @@ class MILTrainingPlan(pl.LightningModule):
         self.primary_index = np.array([self.assays.index(a) for a in primary])
         self.lr, self.weight_decay, self.max_epochs = lr, weight_decay, max_epochs
         self.bag_groups = None if bag_groups is None else np.asarray(bag_groups)
-        self.weighting = make_weighting(task_weighting, len(self.assays))
+        self.weighting = make_weighting(weighting, len(self.assays), weighting_kwargs)
         self.register_buffer(
             "pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
         )
@@ -142,7 +145,7 @@ class MILTrainingPlan(pl.LightningModule):
         mean = mean.cpu().numpy()
         log = {"on_epoch": True, "sync_dist": False}  # reduced above: the same value in every process
         for t, name in enumerate(self.assays):
-            self.log(f"train_loss_{name}", float(mean[0, t]), **log)
+            self.log(f"task_loss_{name}", float(mean[0, t]), **log)
             self.log(f"task_weight_{name}", float(mean[1, t]), **log)
 
     def validation_step(self, batch, batch_idx):

@@ -22,7 +22,7 @@ class TaskWeighting(nn.Module):
     -----
     ``forward(task_loss, task_count)`` gets the undetached per-task losses (T) and the number of observed labels
     per task in the batch (T) and returns ``(loss, weights)``: the scalar to minimise and the T weights used
-    (detached; logged per epoch into ``model.history`` as ``task_weight_<assay>``). Tasks without an observed label
+    (detached; logged per epoch into ``model.history`` as ``task_weight_<assay>``, beside ``task_loss_<assay>``). Tasks without an observed label
     in the batch must contribute nothing. ``on_validation_epoch_end(auroc)`` receives the per-task validation
     AUROC (NaN where undefined) after each validation epoch, for strategies that adapt to it.
     """
@@ -49,20 +49,31 @@ class EqualWeighting(TaskWeighting):
         return (task_loss * weights).sum(), weights
 
 
-#: Strategies by name (``model.train(task_weighting=...)``).
+#: Strategies by name (``model.train(weighting=...)``).
 WEIGHTINGS: dict[str, type[TaskWeighting]] = {"equal": EqualWeighting}
 
 
-def make_weighting(weighting: str | TaskWeighting, n_tasks: int) -> TaskWeighting:
-    """A strategy from its name in ``WEIGHTINGS`` or an instance (checked for its number of tasks)."""
+def make_weighting(weighting: str | TaskWeighting, n_tasks: int, kwargs: dict | None = None) -> TaskWeighting:
+    """A strategy from its name in ``WEIGHTINGS`` (built with ``kwargs``) or an instance (checked for its number
+    of tasks)."""
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError(f"`weighting_kwargs` must be a dict or None, got {type(kwargs).__name__}.")
     if isinstance(weighting, TaskWeighting):
+        if kwargs:
+            raise TypeError(
+                "`weighting_kwargs` goes with a strategy name; the instance given is built already."
+            )
         if weighting.n_tasks != n_tasks:
             raise ValueError(
-                f"`task_weighting` was built for {weighting.n_tasks} tasks; the model has {n_tasks} assays."
+                f"`weighting` was built for {weighting.n_tasks} tasks; the model has {n_tasks} assays."
             )
         return weighting
     if not isinstance(weighting, str) or weighting not in WEIGHTINGS:
         raise ValueError(
-            f"`task_weighting` must be one of {sorted(WEIGHTINGS)} or a TaskWeighting instance, got {weighting!r}."
+            f"`weighting` must be one of {sorted(WEIGHTINGS)} or a TaskWeighting instance, got {weighting!r}."
         )
-    return WEIGHTINGS[weighting](n_tasks)
+    cls = WEIGHTINGS[weighting]
+    try:
+        return cls(n_tasks, **(kwargs or {}))
+    except TypeError as err:
+        raise TypeError(f"`weighting_kwargs` do not fit the {weighting!r} weighting: {err}") from err
