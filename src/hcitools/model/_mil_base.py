@@ -313,7 +313,8 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         if not isinstance(adata, AnnData):
             raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
         self._check_features(adata)
-        adata = self._validate_anndata(adata)
+        with quiet_loggers("scvi"):  # its "attempting to transfer AnnData setup" note on every query
+            adata = self._validate_anndata(adata)
         return self.get_anndata_manager(adata, required=True)
 
     def _bag_data(self, adata: AnnData | None = None, *, labels: bool = False) -> BagData:
