@@ -119,7 +119,7 @@ def test_bad_arguments_name_the_argument(kwargs, match):
 def test_split_invariants_property():
     """Property test (hypothesis): any layout of compounds in groups, any seed: a partition of the treated
     compounds, no compound or group on two folds, and the same folds for the same seed whatever the row order."""
-    hypothesis = pytest.importorskip("hypothesis")
+    import hypothesis  # in the dev extras
     st = hypothesis.strategies
 
     @hypothesis.given(
