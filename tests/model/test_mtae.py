@@ -195,6 +195,9 @@ def test_query_conditions_mapped_by_name(trained):
     ctrl2 = _controls(shuffled)  # (subsetting drops unused categories: set them again)
     ctrl2.obs["condition"] = pd.Categorical(ctrl2.obs["condition"].astype(str), categories=categories)
     np.testing.assert_array_equal(model.predict(ctrl2, condition="drug_1").X, expected)
+    unseen = ctrl2.copy()  # a cell type the model never saw (e.g. held out): cell types only pair OT cells
+    unseen.obs["cell_type"] = "type_unseen"
+    np.testing.assert_array_equal(model.predict(unseen, condition="drug_1").X, expected)
     unknown = _small()
     unknown.obs["condition"] = unknown.obs["condition"].astype(str).replace("drug_1", "drug_5")
     with pytest.raises(ValueError, match=r"drug_5.*knows"):

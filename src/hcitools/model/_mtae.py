@@ -20,7 +20,7 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from .._constants import PERTURBATION_KEYS, PERTURBATION_REGISTRY_KEYS
-from .._utils import to_dense
+from .._utils import quiet_loggers, to_dense
 from .._validate import _preview, check_anndata, check_obs_keys, get_rep, validate_perturbation
 from ..dataloaders import PairedDataSplitter
 from ..module import MTAeModule
@@ -758,7 +758,8 @@ class MTAe(PersistenceMixin, BaseModelClass):
                 f"`adata` must have the model's {len(genes)} genes, in the same order (adata.var_names); it has "
                 f"{adata.n_vars}. Subset it: `adata[:, model.get_var_names()].copy()`."
             )
-        return self._validate_anndata(adata)
+        with quiet_loggers("scvi"):  # scvi-tools' notes on transferring the setup (by name) onto query data
+            return self._validate_anndata(adata)
 
     @torch.inference_mode()
     def _forward(
