@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _SUBMODULES = ("pp", "tl", "pl", "model", "datasets", "module", "nn", "train", "dataloaders")
-__all__ = ["__version__", *_SUBMODULES]
+__all__ = ["__version__", "settings", *_SUBMODULES]
+
+from ._settings import settings  # noqa: E402  (light: no heavy imports)
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import datasets, model, pl, pp, tl  # noqa: F401

@@ -76,3 +76,30 @@ def quiet_loggers(*names: str, level: int = logging.WARNING):
     finally:
         for lg, lvl in zip(loggers, levels, strict=True):
             lg.setLevel(lvl)
+
+
+#: Loggers of the libraries below us whose notes (device banners, tips, setup notes) stay quiet below "info".
+THIRD_PARTY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "scvi")
+
+
+@contextmanager
+def third_party_quiet():
+    """Quiet Lightning's and scvi-tools' notes unless ``ht.settings.verbosity`` is ``"info"`` or above."""
+    from ._settings import settings
+
+    if not settings.quiet:
+        yield
+        return
+    with quiet_loggers(*THIRD_PARTY_LOGGERS):
+        yield
+
+
+def progress_bar_default(enable_progress_bar: bool | None) -> bool:
+    """``enable_progress_bar=None`` follows ``ht.settings``: bars unless the verbosity is ``"error"``."""
+    from ._settings import settings
+
+    if enable_progress_bar is None:
+        return settings.progress_bars
+    if not isinstance(enable_progress_bar, bool):
+        raise TypeError(f"`enable_progress_bar` must be True, False or None, got {enable_progress_bar!r}.")
+    return enable_progress_bar

@@ -16,14 +16,14 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField, ObsmField
 from scvi.model.base import BaseModelClass
-from scvi.train import LoudEarlyStopping, TrainRunner
+from scvi.train import TrainRunner
 
 from .._constants import HCI_KEYS, MIL_KEYS, MODULE_KEYS
-from .._utils import quiet_loggers
+from .._utils import progress_bar_default, quiet_loggers, third_party_quiet
 from .._validate import _preview, check_constant_within, check_labels, validate_hci
 from ..dataloaders import BagData, BagDataSplitter, bag_loader
 from ..train import MILTrainingPlan, RestoreBestWeights
-from ..train._mil_plan import VAL_MEAN_AUROC, per_task_auroc
+from ..train._mil_plan import VAL_MEAN_AUROC, EarlyStopping, per_task_auroc
 from ..train._run import history_file_dir, run_training, seed_and_reset
 from ..train._weighting import TaskWeighting, make_weighting
 from .base import BagIdField, LabelsField, PersistenceMixin
@@ -371,7 +371,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             return [], None
         best = RestoreBestWeights(VAL_MEAN_AUROC, "max")
         # our own callback rather than scvi-tools' `early_stopping=True`, which it turns off under DDP
-        stop = LoudEarlyStopping(
+        stop = EarlyStopping(
             monitor=VAL_MEAN_AUROC, min_delta=0.0, patience=patience, mode="max", warmup_epochs=warmup_epochs
         )
         return [best, stop], best
@@ -396,7 +396,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         weighting_kwargs: dict | None = None,
         max_instances: int | None = None,
         group_by_size: bool = False,
-        enable_progress_bar: bool = True,
+        enable_progress_bar: bool | None = None,
         **trainer_kwargs,
     ) -> None:
         """Train with AdamW and cosine annealing; early stopping on validation AUROC; best weights restored.
@@ -445,7 +445,8 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             (e.g. cells per well); off by default because batches then correlate with bag size, which can carry
             label information (toxic compounds leave fewer cells).
         enable_progress_bar
-            Show Lightning's progress bar.
+            Show Lightning's progress bar; ``None`` follows ``ht.settings.verbosity`` (shown unless ``"error"``).
+            Lightning's device banners and tips show only at verbosity ``"info"`` and above.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (e.g. ``strategy="ddp"``, see Notes). Early stopping is set
             up here (``patience``, ``warmup_epochs``); scvi-tools' ``early_stopping*`` arguments are refused.
@@ -501,6 +502,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         if not isinstance(pos_weight, bool | np.bool_):
             raise TypeError(f"`pos_weight` must be True or False, got {pos_weight!r}.")
         make_weighting(weighting, len(self.assays), weighting_kwargs)  # checks the name, instance and kwargs
+        enable_progress_bar = progress_bar_default(enable_progress_bar)
         self._check_training_data()
         splitter = self._make_data_splitter(
             validation_size=validation_size,
@@ -539,7 +541,11 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         n_before = (
             len(history[VAL_MEAN_AUROC]) if isinstance(history, dict) and VAL_MEAN_AUROC in history else 0
         )
-        with history_file_dir(trainer_kwargs) as trainer_kwargs, warnings.catch_warnings():
+        with (
+            history_file_dir(trainer_kwargs) as trainer_kwargs,
+            warnings.catch_warnings(),
+            third_party_quiet(),
+        ):
             # scvi-tools turns off its own early stopping under DDP; ours is a plain callback and stays on
             warnings.filterwarnings("ignore", message="early_stopping was automatically disabled")
             runner = self._train_runner_cls(

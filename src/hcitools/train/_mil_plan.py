@@ -10,9 +10,11 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
+from scvi.train import LoudEarlyStopping
 from sklearn.metrics import roc_auc_score
 
 from .._constants import MIL_KEYS, MODULE_KEYS
+from .._utils import logger
 from ._weighting import TaskWeighting, make_weighting
 
 VAL_MEAN_AUROC = "validation_mean_auroc"
@@ -207,6 +209,15 @@ class MILTrainingPlan(pl.LightningModule):
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.max_epochs))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class EarlyStopping(LoudEarlyStopping):
+    """scvi-tools' :class:`~scvi.train.LoudEarlyStopping` (early stopping with ``warmup_epochs``) whose reason for
+    stopping goes to the ``"hcitools"`` logger (shown at ``ht.settings.verbosity = "info"``) instead of ``print``."""
+
+    def teardown(self, trainer, pl_module, stage=None) -> None:
+        if self.early_stopping_reason is not None:
+            logger.info(self.early_stopping_reason)
 
 
 class RestoreBestWeights(pl.Callback):
