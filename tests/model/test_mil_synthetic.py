@@ -7,6 +7,10 @@ over the 3-1-1 rotations of ``ht.tl.momil``, is ``benchmarks/mil_synthetic.py``.
 The screen: 16 crops per well of which ~10 % respond to an active compound, so mean pooling dilutes the
 signal that attention can find; primary assays share mechanisms with other assays, so a shared projector
 trained on all assays learns more than one trained on a single assay.
+
+Marked slow (about 4 minutes on one core). Stated margins: MoMIL beats mean pooling by at least 0.05 and
+multi-task beats single-task by at least 0.03 mean primary AUROC over the three seeds (measured: +0.107 and
++0.082 with the default DSMIL heads).
 """
 
 import logging
@@ -14,7 +18,13 @@ import logging
 import numpy as np
 import pandas as pd
 
+import pytest
+
 import hcitools as ht
+
+pytestmark = pytest.mark.slow
+MARGIN_MEAN_POOLING = 0.05
+MARGIN_SINGLE_TASK = 0.03
 
 SEEDS = (0, 1, 2)
 SCREEN = {
@@ -95,6 +105,6 @@ def test_momil_beats_mean_pooling_and_single_task_over_seeds():
     print(f"margin MoMIL − mean pooling:     {mean['momil'] - mean['mean_mlp']:+.3f}")
     print(f"margin multi-task − single-task: {mean['momil'] - mean['stl']:+.3f}")
     assert np.isfinite(table.to_numpy()).all()
-    assert mean["momil"] > mean["mean_mlp"]
-    assert mean["momil"] > mean["stl"]
+    assert mean["momil"] - mean["mean_mlp"] >= MARGIN_MEAN_POOLING
+    assert mean["momil"] - mean["stl"] >= MARGIN_SINGLE_TASK
     assert mean["momil"] > 0.7  # the screen is learnable: attention recovers the responders
