@@ -17,7 +17,6 @@ import logging
 
 import numpy as np
 import pandas as pd
-
 import pytest
 
 import hcitools as ht
