@@ -96,3 +96,20 @@ def test_model_without_data_refuses_to_train_or_predict_without_adata():
     with pytest.raises(ValueError, match="no data attached"):
         model.train(max_epochs=1)
     assert np.isfinite(model.predict(_fixture_module().screen()).to_numpy()).all()
+
+
+def test_features_are_checked_by_name_and_aligned_on_request():
+    adata = _fixture_module().screen()
+    model = ht.model.MoMIL.load(DATA / "saved_momil")
+    expected = model.predict(adata)
+    shuffled = adata[:, adata.var_names[::-1]].copy()
+    with pytest.raises(ValueError, match="align_features"):
+        model.predict(shuffled)
+    pd.testing.assert_frame_equal(model.predict(model.align_features(shuffled)), expected)
+    renamed = adata.copy()
+    renamed.var_names = [f"x{i}" for i in range(adata.n_vars)]
+    with pytest.raises(ValueError, match="missing"):
+        model.predict(renamed)
+    with pytest.raises(ValueError, match="lack"):
+        model.align_features(renamed)
+    assert list(shuffled.var_names) == list(adata.var_names[::-1])  # not modified

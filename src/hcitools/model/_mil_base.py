@@ -276,31 +276,72 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         return bool((getattr(self, "train_params_", None) or {}).get("pos_weight", False))
 
     # ------------------------------------------------------------------------------------------------ data
-    def _check_features(self, adata: AnnData) -> None:
-        """Refuse query data whose features differ from the model's by name or order (not only by width)."""
-        s = self._setup
-        expected = [
+    @property
+    def features(self) -> list[str] | None:
+        """Names of the features the model was trained on (``var_names``, or the columns of a DataFrame in
+        ``obsm[rep_key]``); ``None`` for unnamed array embeddings."""
+        names = [
             str(v)
             for v in self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"]
         ]
-        if s["rep_key"] is not None:
-            rep = adata.obsm[s["rep_key"]] if s["rep_key"] in adata.obsm else None
-            if not isinstance(rep, pd.DataFrame):
-                return  # array embeddings have no names: the width is checked on transfer
-            given, where = [str(c) for c in rep.columns], f"adata.obsm[{s['rep_key']!r}].columns"
-        else:
-            given, where = [str(v) for v in adata.var_names], "adata.var_names"
-        if given == expected:
-            return
+        unnamed = self._setup["rep_key"] is not None and names == [str(i) for i in range(len(names))]
+        return None if unnamed else names
+
+    def _query_features(self, adata: AnnData) -> tuple[list[str] | None, str]:
+        rep_key = self._setup["rep_key"]
+        if rep_key is None:
+            return [str(v) for v in adata.var_names], "adata.var_names"
+        rep = adata.obsm[rep_key] if rep_key in adata.obsm else None
+        names = [str(c) for c in rep.columns] if isinstance(rep, pd.DataFrame) else None
+        return names, f"adata.obsm[{rep_key!r}].columns"
+
+    def _check_features(self, adata: AnnData) -> None:
+        """Refuse query data whose features differ from the model's by name or order (not only by width)."""
+        expected = self.features
+        given, where = self._query_features(adata)
+        if expected is None or given is None or given == expected:
+            return  # unnamed embeddings: the width is checked on transfer
         if len(given) == len(expected) and set(given) == set(expected):
-            fix = "they hold the model's features in another order: reorder them, e.g. `adata = adata[:, model_features]`"
+            fix = "they hold the model's features in another order: reorder them by name with `adata = model.align_features(adata)`"
         else:
             missing = [f for f in expected if f not in set(given)]
-            fix = f"the model's features {_preview(missing)} are missing"
+            fix = (
+                f"the model's features {_preview(missing)} are missing"
+                if missing
+                else "they hold other features"
+            )
         raise ValueError(
             f"{where} do not match the features the model was trained on ({len(expected)}, e.g. "
             f"{_preview(expected, 3)}): {fix}. Predictions on other features would be silently wrong."
         )
+
+    def align_features(self, adata: AnnData) -> AnnData:
+        """``adata`` with its features reordered by name to the model's (``model.features``).
+
+        Parameters
+        ----------
+        adata
+            Instances holding every feature of the model (by name), in any order; extra features are dropped.
+
+        Returns
+        -------
+        A view of ``adata`` with the model's ``var_names`` in order, or (embeddings in ``obsm[rep_key]``) a copy
+        whose ``obsm[rep_key]`` DataFrame has the model's columns in order. ``adata`` is not modified.
+        """
+        expected = self.features
+        given, where = self._query_features(adata)
+        if expected is None or given is None:
+            raise ValueError(f"{where} or the model's features are unnamed: nothing to align by name.")
+        missing = [f for f in expected if f not in set(given)]
+        if missing:
+            raise ValueError(
+                f"{where} lack the model's features {_preview(missing)}; they cannot be aligned."
+            )
+        if self._setup["rep_key"] is None:
+            return adata[:, expected]
+        out = adata.copy()
+        out.obsm[self._setup["rep_key"]] = adata.obsm[self._setup["rep_key"]][expected]
+        return out
 
     def _manager_for(self, adata: AnnData | None):
         """The AnnDataManager of ``adata`` (default: the model's data), transferring the fields onto new data."""
