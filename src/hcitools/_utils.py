@@ -30,6 +30,36 @@ def import_optional(module: str, purpose: str) -> Any:
         raise ImportError(f"{purpose} needs the package {dist!r}, which is not installed: {hint}") from err
 
 
+def find_stack_level() -> int:
+    """The ``stacklevel`` that attributes a warning to the first frame outside hcitools (the user's code).
+
+    Written here because the standard library has no such helper (pandas keeps a private one); counting frames
+    by hand at each call site breaks as soon as a function is called through another one.
+    """
+    import inspect
+    import os
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = inspect.currentframe(), 0
+    try:
+        while frame is not None:
+            filename = os.path.abspath(frame.f_code.co_filename)
+            if not filename.startswith(package + os.sep):
+                break
+            frame, level = frame.f_back, level + 1
+    finally:
+        del frame
+    return max(level, 1)
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the user's line that called into hcitools (never to our internals)."""
+    import warnings
+
+    # find_stack_level counts from its own frame, warnings.warn from its caller (this one): the same number
+    warnings.warn(message, category, stacklevel=find_stack_level())
+
+
 def to_dense(X: Any, dtype: Any = None) -> np.ndarray:
     """A dense ndarray of ``X`` (scipy sparse, numpy, backed or array-like), optionally cast to ``dtype``.
 
