@@ -7,8 +7,8 @@ The data model itself is documented on the "Data model" docs page (``docs/data_m
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterable, Mapping
+import numbers
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,13 +17,25 @@ from anndata import AnnData
 from scipy import sparse
 
 from ._constants import HCI_KEYS, PERTURBATION_KEYS
+from ._utils import warn
 
 __all__ = [
+    "case_variants",
+    "check_anndata",
     "check_bag_key",
+    "check_bool",
+    "check_choice",
+    "check_columns",
     "check_constant_within",
     "check_controls",
+    "check_frame",
+    "check_int",
     "check_labels",
     "check_obs_keys",
+    "check_real",
+    "check_str",
+    "check_values_present",
+    "check_writable",
     "get_rep",
     "validate_hci",
     "validate_perturbation",
@@ -34,6 +46,188 @@ def _preview(values: Iterable[Any], n: int = 5) -> str:
     values = list(values)
     shown = ", ".join(repr(v) for v in values[:n])
     return shown + (f", … ({len(values)} in all)" if len(values) > n else "")
+
+
+def _given(value: Any) -> str:
+    """How a message shows what the user passed: its repr and, when that could mislead, its type."""
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{shown} ({type(value).__name__})" if isinstance(value, str | bool | np.bool_) else shown
+
+
+def _bound_text(min: Any, max: Any, min_inclusive: bool = True, max_inclusive: bool = True) -> str:
+    parts = []
+    if min is not None:
+        parts.append(f"{'≥' if min_inclusive else '>'} {min}")
+    if max is not None:
+        parts.append(f"{'≤' if max_inclusive else '<'} {max}")
+    return " and ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+# Small checks of one argument each. They raise TypeError for a wrong type and ValueError for a value out of
+# range; the message names the argument, shows what was given and says what to pass. They return the value
+# (as a plain Python int / float / bool), so a caller can write ``n = check_int(n, "n_folds", min=2)``.
+
+
+def check_bool(value: Any, name: str, *, allow_none: bool = False) -> bool | None:
+    """Return ``value`` as a Python bool; raise a TypeError unless it is True or False (or None if allowed).
+
+    Integers such as 0 / 1 and strings such as ``"False"`` are refused: ``bool("False")`` is True.
+    """
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, bool | np.bool_):
+        options = "True, False or None" if allow_none else "True or False"
+        raise TypeError(
+            f"`{name}` must be {options}, got {_given(value)}. Pass `{name}=True` or `{name}=False`."
+        )
+    return bool(value)
+
+
+def check_int(
+    value: Any, name: str, *, min: int | None = None, max: int | None = None, allow_none: bool = False
+) -> int | None:
+    """Return ``value`` as a Python int; raise unless it is an integer within [``min``, ``max``].
+
+    Booleans, floats (even ``5.0``) and strings (``"5"``) raise a TypeError; out-of-range values a ValueError.
+    ``allow_none`` lets ``None`` through (an option that is off).
+    """
+    if value is None and allow_none:
+        return None
+    bounds = _bound_text(min, max)
+    what = "an integer" + (f" {bounds}" if bounds else "") + (" or None" if allow_none else "")
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+        hint = " Pass a number, not a string." if isinstance(value, str) else ""
+        raise TypeError(f"`{name}` must be {what}, got {_given(value)}.{hint}")
+    if (min is not None and value < min) or (max is not None and value > max):
+        raise ValueError(f"`{name}` must be {what}, got {value!r}.")
+    return int(value)
+
+
+def check_real(
+    value: Any,
+    name: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    min_inclusive: bool = True,
+    max_inclusive: bool = True,
+    allow_none: bool = False,
+) -> float | None:
+    """Return ``value`` as a Python float; raise unless it is a finite real number within the bounds.
+
+    Booleans and strings raise a TypeError; NaN, infinities and out-of-range values a ValueError. Bounds are
+    inclusive unless ``min_inclusive`` / ``max_inclusive`` is False.
+    """
+    if value is None and allow_none:
+        return None
+    bounds = _bound_text(min, max, min_inclusive, max_inclusive)
+    what = "a finite number" + (f" {bounds}" if bounds else "") + (" or None" if allow_none else "")
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        hint = " Pass a number, not a string." if isinstance(value, str) else ""
+        raise TypeError(f"`{name}` must be {what}, got {_given(value)}.{hint}")
+    v = float(value)
+    below = min is not None and (v < min if min_inclusive else v <= min)
+    above = max is not None and (v > max if max_inclusive else v >= max)
+    if not np.isfinite(v) or below or above:
+        raise ValueError(f"`{name}` must be {what}, got {value!r}.")
+    return v
+
+
+def check_str(value: Any, name: str, *, allow_none: bool = False) -> str | None:
+    """Raise a TypeError unless ``value`` is a string (a column name, a key); return it."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str):
+        what = "a string or None" if allow_none else "a string"
+        raise TypeError(f"`{name}` must be {what} (a name), got {_given(value)}.")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Collection[Any]) -> Any:
+    """Raise a ValueError unless ``value`` is one of ``choices``; the message lists them (and a near miss)."""
+    try:
+        ok = value in choices
+    except TypeError:  # an unhashable value given for a set of choices
+        ok = False
+    if not ok:
+        options = ", ".join(repr(c) for c in choices)
+        variants = case_variants(value, choices)
+        hint = f" Did you mean {variants[0]!r}?" if variants else ""
+        raise ValueError(f"`{name}` must be one of {options}; got {_given(value)}.{hint}")
+    return value
+
+
+def check_frame(value: Any, name: str, *, what: str = "rows = compounds, columns = assays") -> pd.DataFrame:
+    """Raise a TypeError unless ``value`` is a pandas DataFrame (``what`` says what its rows and columns are)."""
+    if not isinstance(value, pd.DataFrame):
+        raise TypeError(
+            f"`{name}` must be a pandas DataFrame ({what}), got {type(value).__name__}. Wrap an array: "
+            "`pd.DataFrame(values, index=ids, columns=names)`."
+        )
+    return value
+
+
+def check_columns(frame: pd.DataFrame, name: str, columns: Iterable[str], *, arg: str | None = None) -> None:
+    """Raise a KeyError unless ``frame`` (described by ``name``, e.g. ``"`results`"``) has every column.
+
+    ``arg`` is the argument that chose the columns (e.g. ``"metric"``), named in the message when given.
+    """
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        via = f" (argument `{arg}`)" if arg else ""
+        raise KeyError(
+            f"{name} has no column {_preview(missing)}{via}. Its columns are {_preview(frame.columns, 12)}."
+        )
+
+
+def case_variants(value: Any, values: Iterable[Any]) -> list[Any]:
+    """The entries of ``values`` that equal the string ``value`` up to case (but not exactly); [] otherwise."""
+    if not isinstance(value, str):
+        return []
+    low = value.casefold()
+    return [v for v in values if isinstance(v, str) and v != value and v.casefold() == low]
+
+
+def check_values_present(
+    series: pd.Series, value: Any, *, arg: str, column: str, fix: str = ""
+) -> np.ndarray:
+    """The mask of ``series == value``; raise a ValueError when no row matches.
+
+    The message names the argument (``arg``) and the column, lists values the column holds, and names a value
+    that differs only in case (``"dmso"`` for ``"DMSO"``), the usual cause.
+    """
+    mask = (series == value).to_numpy()
+    if not mask.any():
+        uniques = pd.unique(series.dropna())
+        variants = case_variants(value, uniques)
+        hint = f" Did you mean {variants[0]!r} (it differs only in case)?" if variants else ""
+        raise ValueError(
+            f"No row has adata.obs[{column!r}] == {value!r} (argument `{arg}`).{hint} Values include "
+            f"{_preview(uniques)}." + (f" {fix}" if fix else "")
+        )
+    return mask
+
+
+def check_writable(adata: AnnData, what: str = "X") -> None:
+    """Raise a ValueError if ``adata`` is backed read-only (``read_h5ad(path, backed="r")``) and ``what`` must be written.
+
+    h5py would fail half-way with "no write intent on file"; this names the fix instead. ``what`` is ``"X"``
+    (the only field a backed AnnData keeps on disk) or ``"a copy"``.
+    """
+    if not getattr(adata, "isbacked", False):
+        return
+    mode = getattr(getattr(adata, "file", None), "_filemode", None)
+    if what == "X" and mode != "r":
+        return
+    raise ValueError(
+        f"`adata` is backed by {str(adata.filename)!r} (opened with backed={mode!r}) and this call writes {what}"
+        + (" into it" if what == "X" else "")
+        + ". Load it into memory first (`adata = adata.to_memory()`)"
+        + (", or open the file with `anndata.read_h5ad(path, backed='r+')`." if what == "X" else ".")
+    )
 
 
 def check_anndata(adata: Any, arg: str = "adata") -> None:
@@ -296,17 +490,51 @@ def check_labels(
         )
     if bag_key is not None:
         check_obs_keys(adata, {"bag_key": bag_key})
-        check_constant_within(
-            labels,
-            adata.obs[bag_key].to_numpy(),
-            what=f"adata.obsm[{labels_key!r}] (the labels)",
-            group_what=f"a bag of adata.obs[{bag_key!r}]",
-            fix=(
-                "Labels belong to compounds and must be constant within a well (measured or not); assign them per "
-                "compound with `ht.pp.assign_labels`."
-            ),
-        )
+        what = f"adata.obsm[{labels_key!r}] (the labels)"
+        group_what = f"a bag of adata.obs[{bag_key!r}] (argument `bag_key`)"
+        try:
+            check_constant_within(
+                labels,
+                adata.obs[bag_key].to_numpy(),
+                what=what,
+                group_what=group_what,
+                fix=(
+                    "Labels belong to compounds and must be constant within a well (measured or not); assign them "
+                    "per compound with `ht.pp.assign_labels`."
+                ),
+            )
+        except ValueError:
+            per_plate = _bags_span_plates(adata, bag_key)  # computed only on failure: it changes the advice
+            if not per_plate:
+                raise
+            check_constant_within(
+                labels,
+                adata.obs[bag_key].to_numpy(),
+                what=what,
+                group_what=group_what,
+                fix=(
+                    f"The bag ids of adata.obs[{bag_key!r}] repeat across plates (e.g. {_preview(per_plate, 3)} "
+                    f"occur on several plates of adata.obs[{HCI_KEYS.PLATE!r}]): they look like per-plate well "
+                    "positions, so one bag pools wells of different compounds. Build plate-qualified bag ids with "
+                    f"`ht.pp.make_bag_key(adata, plate_key={HCI_KEYS.PLATE!r}, well_key={bag_key!r}, "
+                    "key_added='bag')` and pass `bag_key='bag'` (or pass the plate column as `batch_key`)."
+                ),
+            )
     return labels
+
+
+def _bags_span_plates(adata: AnnData, bag_key: str, plate_key: str = HCI_KEYS.PLATE) -> list[Any]:
+    """Bag ids that occur on several plates of ``obs[plate_key]`` (per-plate well positions); [] when none.
+
+    Only run where the answer changes advice (it needs a plate column, which holds no missing values).
+    """
+    if plate_key == bag_key or plate_key not in adata.obs.columns or adata.obs[plate_key].isna().any():
+        return []
+    pairs = pd.DataFrame(
+        {"b": adata.obs[bag_key].to_numpy(), "p": adata.obs[plate_key].to_numpy()}
+    ).drop_duplicates()
+    dup = pairs["b"][pairs["b"].duplicated()]
+    return pd.unique(dup).tolist()
 
 
 def check_controls(
@@ -317,12 +545,13 @@ def check_controls(
 ) -> np.ndarray:
     """Check that control instances exist (on every plate when ``plate_key`` is given); return the control mask."""
     check_obs_keys(adata, {"control_key": control_key, "plate_key": plate_key})
-    is_control = (adata.obs[control_key] == control_value).to_numpy()
-    if not is_control.any():
-        raise ValueError(
-            f"No control instances: no row has adata.obs[{control_key!r}] == {control_value!r}. Values include "
-            f"{_preview(pd.unique(adata.obs[control_key]))}. Pass `control_value=` the label of your negative control."
-        )
+    is_control = check_values_present(
+        adata.obs[control_key],
+        control_value,
+        arg="control_value",
+        column=control_key,
+        fix="No control instances: pass `control_value=` the label of your negative control.",
+    )
     if plate_key is not None:
         has = pd.Series(is_control).groupby(adata.obs[plate_key].to_numpy()).any()
         without = has.index[~has.to_numpy()]
@@ -412,9 +641,8 @@ def validate_perturbation(
             "`sc.pp.normalize_total(adata); sc.pp.log1p(adata)`), not scaled or centred data."
         )
     if data.size and data.max() > 50 and np.allclose(data[:1000], np.round(data[:1000])):
-        warnings.warn(
+        warn(
             "Expression looks like raw counts (integer values, maximum > 50); hcitools expects log-normalised "
             "expression. Run `sc.pp.normalize_total(adata); sc.pp.log1p(adata)` first.",
             UserWarning,
-            stacklevel=2,
         )
