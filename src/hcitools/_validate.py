@@ -214,14 +214,15 @@ def check_values_present(
 def check_writable(adata: AnnData, what: str = "X") -> None:
     """Raise a ValueError if ``adata`` is backed read-only (``read_h5ad(path, backed="r")``) and ``what`` must be written.
 
-    h5py would fail half-way with "no write intent on file"; this names the fix instead. ``what`` is ``"X"``
-    (the only field a backed AnnData keeps on disk) or ``"a copy"``.
+    h5py would fail half-way with "no write intent on file" (anndata's copy of a backed object needs a file
+    name); this names the fix instead. ``what`` is the field written (only ``"X"`` stays on disk in backed mode;
+    other fields pass) or ``"a copy"`` (``copy=True``).
     """
     if not getattr(adata, "isbacked", False):
         return
     mode = getattr(getattr(adata, "file", None), "_filemode", None)
-    if what == "X" and mode != "r":
-        return
+    if what != "a copy" and (what != "X" or mode != "r"):
+        return  # other fields of a backed AnnData live in memory
     raise ValueError(
         f"`adata` is backed by {str(adata.filename)!r} (opened with backed={mode!r}) and this call writes {what}"
         + (" into it" if what == "X" else "")
@@ -301,7 +302,8 @@ def check_constant_within(
             else (f" (columns {_preview(frame.columns[differs.any(axis=0)])})")
         )
         raise ValueError(
-            f"{what} varies within {group_what}{cols}, e.g. in {_preview(bad_groups)} ({len(bad_groups)} in all)."
+            f"{what} varies within {group_what}{cols}, e.g. in {_preview(bad_groups)}"
+            + (f" ({len(bad_groups)} in all)." if len(bad_groups) <= 5 else ".")
             + (f" {fix}" if fix else "")
         )
 

@@ -10,8 +10,18 @@ from anndata import AnnData
 from scipy.stats import rankdata
 
 from .._constants import HCI_KEYS
-from .._utils import logger, to_dense
-from .._validate import _preview, check_anndata, check_obs_keys, get_rep
+from .._utils import logger, to_dense, warn
+from .._validate import (
+    _preview,
+    check_anndata,
+    check_choice,
+    check_labels,
+    check_obs_keys,
+    check_str,
+    get_rep,
+)
+
+_HOWS = ("mean", "median", "modz")
 
 
 def check_one_row_per_well(adata: AnnData, bag_key: str | None, *, function: str) -> None:
@@ -31,6 +41,25 @@ def check_one_row_per_well(adata: AnnData, bag_key: str | None, *, function: str
             f"up to {int(multi.max())} rows): this looks like crop- or cell-level data. Aggregate it first: "
             f"`wells = ht.pp.aggregate(adata, by={bag_key!r})`. If these ids are well positions that repeat on each "
             "plate, build plate-qualified ids with `ht.pp.make_bag_key`; `bag_key=None` skips this check."
+        )
+
+
+def _warn_wells_across_plates(adata: AnnData, by: str, plate_key: str | None) -> None:
+    """Warn when ``by`` names wells (``"well…"``) and one of its ids occurs on several plates: wells pooled."""
+    if plate_key is None or plate_key == by or plate_key not in adata.obs.columns or "well" not in by.lower():
+        return
+    pairs = pd.DataFrame(
+        {"g": adata.obs[by].to_numpy(), "p": adata.obs[plate_key].to_numpy()}
+    ).drop_duplicates()
+    pooled = pd.unique(pairs["g"][pairs["g"].duplicated()])
+    if len(pooled):
+        warn(
+            f"aggregate(by={by!r}) pools wells of different plates: {len(pooled)} ids of adata.obs[{by!r}] occur on "
+            f"several plates of adata.obs[{plate_key!r}] (e.g. {_preview(pooled, 3)}), so each group mixes "
+            f"unrelated wells. Aggregate by plate-qualified well ids: `by={HCI_KEYS.WELL!r}`, built by "
+            f"`ht.pp.make_bag_key(adata, plate_key={plate_key!r}, well_key={by!r})`. Pass `plate_key=None` if "
+            "pooling across plates is intended.",
+            UserWarning,
         )
 
 
@@ -75,6 +104,7 @@ def aggregate(
     how: Literal["mean", "median", "modz"] = "mean",
     rep_key: str | None = None,
     labels_key: str | None = HCI_KEYS.ASSAYS,
+    plate_key: str | None = HCI_KEYS.PLATE,
 ) -> AnnData:
     """Aggregate instances (crops, cells) to groups such as wells or compounds.
 
@@ -94,7 +124,12 @@ def aggregate(
         obsm key of the features; ``None`` uses ``X``.
     labels_key
         obsm key of assay labels to carry over (taken per group when constant within every group;
-        dropped with a log message otherwise); ``None`` skips.
+        dropped with a log message otherwise); ``None`` skips. The default ``"assays"`` is carried over when
+        present; a key passed explicitly must exist (a KeyError names it otherwise).
+    plate_key
+        obs column with plate ids, used only to warn when ``by`` names wells (e.g. ``"well_position"``) whose
+        ids repeat across plates, so that one group would pool wells of different plates; ``None`` (or a
+        missing column) skips the check.
 
     Returns
     -------
@@ -115,10 +150,24 @@ def aggregate(
     8
     """
     check_anndata(adata)
+    check_str(by, "by")
+    check_str(labels_key, "labels_key", allow_none=True)
+    check_str(plate_key, "plate_key", allow_none=True)
     check_obs_keys(adata, {"by": by})
-    if how not in ("mean", "median", "modz"):
-        raise ValueError(f"`how` must be 'mean', 'median' or 'modz', got {how!r}.")
+    check_choice(how, "how", _HOWS)
     X = get_rep(adata, rep_key=rep_key)
+    if labels_key is not None and labels_key not in adata.obsm and labels_key != HCI_KEYS.ASSAYS:
+        raise KeyError(
+            f"adata.obsm has no key {labels_key!r} (argument `labels_key`). Available keys: "
+            f"{_preview(adata.obsm.keys(), 12)}. Pass the obsm key of the labels, or `labels_key=None` to carry "
+            "none over."
+        )
+    labels = (
+        check_labels(adata, labels_key, bag_key=None)
+        if labels_key is not None and labels_key in adata.obsm
+        else None
+    )
+    _warn_wells_across_plates(adata, by, plate_key)
     groups = adata.obs[by].astype(str).to_numpy()
     codes, uniques = pd.factorize(groups)
     n_groups = len(uniques)
@@ -143,9 +192,8 @@ def aggregate(
     else:
         var = pd.DataFrame(index=[f"{rep_key}_{j}" for j in range(Xa.shape[1])])
     out = AnnData(np.asarray(Xa, dtype=np.float32), obs=obs_const, var=var)
-    if labels_key is not None and labels_key in adata.obsm:
-        labels = adata.obsm[labels_key]
-        lab = pd.DataFrame(np.asarray(labels, dtype=float), columns=getattr(labels, "columns", None))
+    if labels is not None:
+        lab = pd.DataFrame(labels.to_numpy(dtype=float), columns=labels.columns)
         enc = lab.fillna(2.0).assign(_g=codes)
         if (enc.groupby("_g").nunique() <= 1).all().all():
             first = lab.groupby(codes).first().reindex(range(n_groups))

@@ -6,7 +6,7 @@ from anndata import AnnData
 
 from .._constants import HCI_KEYS
 from .._utils import check_free_keys, log_written
-from .._validate import _preview, check_anndata, check_obs_keys
+from .._validate import _preview, check_anndata, check_bool, check_obs_keys, check_str
 
 
 def make_bag_key(
@@ -62,9 +62,16 @@ def make_bag_key(
     True
     """
     check_anndata(adata)
+    for name, value in (
+        ("plate_key", plate_key),
+        ("well_key", well_key),
+        ("key_added", key_added),
+        ("sep", sep),
+    ):
+        check_str(value, name)
+    check_bool(overwrite, "overwrite")
+    check_bool(copy, "copy")
     check_obs_keys(adata, {"plate_key": plate_key, "well_key": well_key})
-    if not isinstance(sep, str):
-        raise TypeError(f"`sep` must be a string, got {type(sep).__name__}.")
     check_free_keys(adata, {"obs": key_added}, overwrite=overwrite)
     plate = adata.obs[plate_key].astype(str)
     position = adata.obs[well_key].astype(str)

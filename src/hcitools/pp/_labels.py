@@ -10,7 +10,15 @@ from anndata import AnnData
 
 from .._constants import HCI_KEYS
 from .._utils import check_free_keys, log_written, logger
-from .._validate import check_anndata, check_labels, check_obs_keys
+from .._validate import (
+    check_anndata,
+    check_bool,
+    check_columns,
+    check_frame,
+    check_labels,
+    check_obs_keys,
+    check_str,
+)
 
 
 def labels_from_lists(
@@ -44,9 +52,14 @@ def labels_from_lists(
     >>> labels_from_lists(t, compound_col="cpd", labels_col="targets").loc["b"].tolist()
     [0.0, 1.0]
     """
-    for col in (compound_col, labels_col):
-        if col not in table.columns:
-            raise KeyError(f"`table` has no column {col!r}; columns are {list(table.columns)[:12]}.")
+    check_frame(table, "table", what="one row per compound")
+    check_str(compound_col, "compound_col")
+    check_str(labels_col, "labels_col")
+    check_str(sep, "sep")
+    if not sep:
+        raise ValueError("`sep` must be a non-empty string, e.g. `sep='|'`.")
+    check_columns(table, "`table`", [compound_col], arg="compound_col")
+    check_columns(table, "`table`", [labels_col], arg="labels_col")
     sub = table[[compound_col, labels_col]].dropna(subset=[compound_col]).drop_duplicates()
     if sub[compound_col].duplicated().any():
         dup = sub.loc[sub[compound_col].duplicated(), compound_col].tolist()[:5]
@@ -126,11 +139,16 @@ def assign_labels(
     1
     """
     check_anndata(adata)
+    check_str(compound_key, "compound_key")
+    check_str(key_added, "key_added")
+    for name, value in (("strict", strict), ("overwrite", overwrite), ("copy", copy)):
+        check_bool(value, name)
     check_obs_keys(adata, {"compound_key": compound_key})
-    if not isinstance(labels, pd.DataFrame):
-        raise TypeError(f"`labels` must be a pandas DataFrame, got {type(labels).__name__}.")
+    check_frame(labels, "labels", what="compounds × assays, or a long table of compound, assay, label")
+    if labels.empty:
+        raise ValueError(f"`labels` is empty (shape {labels.shape}); pass compound × assay labels.")
     check_free_keys(adata, {"obsm": key_added, "uns": key_added}, overwrite=overwrite)
-    wide = _to_wide(labels, compound_key)
+    wide = _to_wide(labels, compound_key).copy()  # never rename the caller's frame
     if wide.shape[1] == 0:
         raise ValueError("`labels` has no assay columns.")
     if wide.index.duplicated().any():

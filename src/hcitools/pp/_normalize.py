@@ -15,8 +15,17 @@ from anndata import AnnData
 from scipy.stats import median_abs_deviation
 
 from .._constants import HCI_KEYS
-from .._utils import check_free_keys, log_written, logger, to_dense
-from .._validate import check_anndata, check_controls, get_rep
+from .._utils import check_free_keys, log_written, logger, to_dense, warn
+from .._validate import (
+    check_anndata,
+    check_bool,
+    check_choice,
+    check_controls,
+    check_real,
+    check_str,
+    check_writable,
+    get_rep,
+)
 
 Method = Literal["mad_robustize", "standardize", "spherize"]
 _METHODS = ("mad_robustize", "standardize", "spherize")
@@ -80,15 +89,10 @@ class PlateNormalizer:
     """
 
     def __init__(self, method: Method = "mad_robustize", *, mad_scale: float = 1.4826, epsilon: float = 1e-6):
-        if method not in _METHODS:
-            raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}.")
-        if not (np.isfinite(mad_scale) and mad_scale > 0):
-            raise ValueError(f"`mad_scale` must be a positive number, got {mad_scale!r}.")
-        if not (np.isfinite(epsilon) and epsilon >= 0):
-            raise ValueError(f"`epsilon` must be a non-negative number, got {epsilon!r}.")
+        check_choice(method, "method", _METHODS)
         self.method = method
-        self.mad_scale = float(mad_scale)
-        self.epsilon = float(epsilon)
+        self.mad_scale = check_real(mad_scale, "mad_scale", min=0, min_inclusive=False)
+        self.epsilon = check_real(epsilon, "epsilon", min=0)
 
     # -- fitting -------------------------------------------------------------------------------------------
     def fit(self, X: Any, plates: Any, *, is_control: Any) -> PlateNormalizer:
@@ -114,6 +118,8 @@ class PlateNormalizer:
             raise ValueError("`X`, `plates` and `is_control` must have the same number of rows.")
         if not np.isfinite(X).all():
             raise ValueError("`X` contains NaN or infinite values; drop or impute them before normalising.")
+        if plates.ndim != 1 or is_control.ndim != 1:
+            raise ValueError("`plates` and `is_control` must be one-dimensional (one entry per row of `X`).")
         uniq = pd.unique(plates)
         counts = pd.Series(is_control).groupby(plates).sum().reindex(uniq)
         missing = counts.index[counts.to_numpy() == 0]
@@ -139,6 +145,7 @@ class PlateNormalizer:
                 cov = np.cov(ctrl, rowvar=False, ddof=1) if len(ctrl) > 1 else np.zeros((d, d))
                 evals, evecs = np.linalg.eigh(np.atleast_2d(cov))
                 evals = np.clip(evals, 0.0, None)
+                self._check_whitenable(plate, evals, len(ctrl))
                 self.whitening_[plate] = (evecs / np.sqrt(evals + self.epsilon)) @ evecs.T
                 scale[i] = np.sqrt(np.clip(np.diag(np.atleast_2d(cov)), 0, None))
         degenerate = ~(np.isfinite(scale) & (scale > 0))
@@ -155,15 +162,32 @@ class PlateNormalizer:
         self.n_controls_ = counts.astype(int)
         n_deg = int(degenerate.sum())
         if n_deg and self.method != "spherize":
-            warnings.warn(
+            warn(
                 f"{n_deg} (plate, feature) pairs have a control {'MAD' if self.method == 'mad_robustize' else 'SD'}"
                 f" of 0 or not finite ({int(degenerate.any(axis=0).sum())} features); they were scaled by the "
                 "feature's median scale on the other plates, or set to 0 where no plate had one. See "
                 "`degenerate_`.",
                 UserWarning,
-                stacklevel=2,
             )
         return self
+
+    def _check_whitenable(self, plate: Any, evals: np.ndarray, n_controls: int) -> None:
+        """Refuse ZCA whitening that would divide by a zero eigenvalue (``epsilon=0``, singular covariance).
+
+        With ``d`` features and ``n`` controls the covariance has rank at most ``n − 1``: for ``n ≤ d`` it is
+        singular, and ``1 / sqrt(λ + 0)`` fills the output with inf / NaN (or values of order 1e8).
+        """
+        d = len(evals)
+        tol = max(float(evals.max(initial=0.0)), 1.0) * d * np.finfo(np.float64).eps
+        n_null = int((evals + self.epsilon <= tol).sum())
+        if n_null:
+            raise ValueError(
+                f"Plate {plate!r} cannot be spherized with `epsilon={self.epsilon!r}`: its {n_controls} control "
+                f"instances give a singular {d} × {d} covariance ({n_null} eigenvalues are 0; with {d} features "
+                f"whitening needs more than {d} controls), and dividing by sqrt(0) would fill X with inf / NaN. "
+                "Pass `epsilon > 0` (e.g. the default 1e-6, or larger), reduce the features first (e.g. PCA), or "
+                "use `method='mad_robustize'`."
+            )
 
     # -- applying ------------------------------------------------------------------------------------------
     def transform(self, X: Any, plates: Any) -> np.ndarray:
@@ -295,6 +319,13 @@ def normalize_plates(
     'mad_robustize'
     """
     check_anndata(adata)
+    for name, value in (("plate_key", plate_key), ("control_key", control_key)):
+        check_str(value, name)
+    check_str(rep_key, "rep_key", allow_none=True)
+    check_str(key_added, "key_added", allow_none=True)
+    check_bool(overwrite, "overwrite")
+    check_bool(copy, "copy")
+    normalizer = PlateNormalizer(method, mad_scale=mad_scale, epsilon=epsilon)  # checks the three options
     X = get_rep(adata, rep_key=rep_key)
     is_control = check_controls(adata, control_key, control_value, plate_key)
     out_key = key_added if key_added is not None else rep_key
@@ -302,10 +333,16 @@ def normalize_plates(
     check_free_keys(adata, {"obsm": key_added, "uns": uns_key}, overwrite=overwrite)
     if out_key is None:
         check_free_keys(adata, {"var": "normalize_plates_degenerate"}, overwrite=overwrite)
-    normalizer = PlateNormalizer(method, mad_scale=mad_scale, epsilon=epsilon)
+    check_writable(adata, "a copy" if copy else ("X" if out_key is None else "obsm"))
     plates = adata.obs[plate_key].to_numpy()
     dtype = np.float64 if X.dtype == np.float64 else np.float32
     Xn = normalizer.fit_transform(X, plates, is_control=is_control).astype(dtype)
+    if not np.isfinite(Xn).all():  # never write inf / NaN (e.g. values beyond float32)
+        raise ValueError(
+            f"Normalisation produced {int((~np.isfinite(Xn)).sum())} NaN or infinite values (method={method!r}); "
+            "nothing was written. Check for features with extreme values or near-constant controls, or pass a "
+            "larger `epsilon` (spherize)."
+        )
 
     target = adata.copy() if copy else adata
     written = []
