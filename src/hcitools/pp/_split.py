@@ -11,7 +11,18 @@ from anndata import AnnData
 
 from .._constants import HCI_KEYS
 from .._utils import check_free_keys, import_optional, log_written
-from .._validate import check_anndata, check_constant_within, check_obs_keys
+from .._validate import (
+    case_variants,
+    check_anndata,
+    check_bool,
+    check_choice,
+    check_constant_within,
+    check_int,
+    check_obs_keys,
+    check_str,
+)
+
+_METHODS = ("scaffold", "group", "random")
 
 
 class FoldRotation(NamedTuple):
@@ -34,8 +45,7 @@ def fold_rotations(n_folds: int = 5) -> Iterator[FoldRotation]:
     >>> next(fold_rotations(5))
     FoldRotation(train=(2, 3, 4), validation=1, test=0)
     """
-    if n_folds < 3:
-        raise ValueError(f"Rotations need at least 3 folds (train, validation, test), got {n_folds}.")
+    check_int(n_folds, "n_folds", min=3)  # train, validation, test
     for test in range(n_folds):
         val = (test + 1) % n_folds
         yield FoldRotation(tuple(f for f in range(n_folds) if f not in (test, val)), val, test)
@@ -53,6 +63,9 @@ def check_folds(
     >>> ht.pp.split_compounds(adata, method="random", seed=0)
     >>> ht.pp.check_folds(adata)  # passes silently
     """
+    check_anndata(adata)
+    check_str(compound_key, "compound_key")
+    check_str(fold_key, "fold_key")
     check_obs_keys(adata, {"compound_key": compound_key, "fold_key": fold_key})
     check_constant_within(
         adata.obs[fold_key],
@@ -125,6 +138,21 @@ def _random_folds(compounds: np.ndarray, n_folds: int, seed: int) -> pd.Series:
     return pd.Series(folds, index=names)
 
 
+def _check_control_case(compounds: pd.Series, control_value: Any, compound_key: str) -> None:
+    """Refuse a ``control_value`` that matches no compound but one up to case (``"dmso"`` for ``"DMSO"``).
+
+    A control value matching nothing is legal (a screen without controls), but one that differs only in case from
+    a compound id is almost surely a typo, and the controls would be dealt into the folds as a compound.
+    """
+    variants = case_variants(control_value, pd.unique(compounds.dropna()))
+    if variants:
+        raise ValueError(
+            f"`control_value={control_value!r}` matches no row of adata.obs[{compound_key!r}], but {variants[0]!r} "
+            "differs from it only in case: the controls would be dealt into the folds as a compound. Pass "
+            f"`control_value={variants[0]!r}` (or `control_value=None` to treat them as a compound on purpose)."
+        )
+
+
 def split_compounds(
     adata: AnnData,
     *,
@@ -164,6 +192,8 @@ def split_compounds(
         obs column with a group per compound (``method="group"``); defaults to ``compound_key``.
     control_value
         Compound id of the controls; they get fold ``-1`` (in no fold). ``None`` treats them like any compound.
+        A value that matches no compound is allowed (no controls), unless a compound id equals it up to case
+        (``"dmso"`` for ``"DMSO"``): that typo raises a ValueError naming the id.
     seed
         Seed of the shuffling (``"random"``) and of the tie-breaking between groups of one size.
     key_added
@@ -181,8 +211,8 @@ def split_compounds(
     Raises
     ------
     ValueError
-        If there are fewer compounds (or groups) than folds, or ``obs[smiles_key]`` / ``obs[group_key]`` varies
-        within a compound; nothing is written then.
+        If there are fewer compounds (or groups) than folds, ``obs[smiles_key]`` / ``obs[group_key]`` varies
+        within a compound, or ``control_value`` differs only in case from a compound id; nothing is written then.
 
     Examples
     --------
@@ -193,12 +223,15 @@ def split_compounds(
     [-1, 0, 1, 2, 3, 4]
     """
     check_anndata(adata)
-    if method not in ("scaffold", "group", "random"):
-        raise ValueError(f"`method` must be 'scaffold', 'group' or 'random', got {method!r}.")
-    if not (isinstance(n_folds, int | np.integer) and n_folds >= 2):
-        raise ValueError(f"`n_folds` must be an integer of at least 2, got {n_folds!r}.")
-    if not isinstance(seed, int | np.integer):
-        raise TypeError(f"`seed` must be an integer, got {seed!r}.")
+    check_choice(method, "method", _METHODS)
+    n_folds = check_int(n_folds, "n_folds", min=2)
+    seed = check_int(seed, "seed", min=0)
+    check_str(compound_key, "compound_key")
+    check_str(key_added, "key_added")
+    check_str(smiles_key, "smiles_key", allow_none=True)
+    check_str(group_key, "group_key", allow_none=True)
+    check_bool(overwrite, "overwrite")
+    check_bool(copy, "copy")
     if method == "scaffold" and smiles_key is None:
         raise ValueError("`method='scaffold'` needs `smiles_key=`, the obs column with SMILES.")
     if method == "group":
@@ -214,6 +247,8 @@ def split_compounds(
         if control_value is not None
         else np.zeros(len(obs), bool)
     )
+    if control_value is not None and not is_ctrl.any():
+        _check_control_case(obs[compound_key], control_value, compound_key)
     cpds = np.unique(compounds[~is_ctrl])  # sorted by name: the folds never depend on row order
     if len(cpds) < n_folds:
         raise ValueError(f"{len(cpds)} compounds cannot fill {n_folds} folds; lower `n_folds`.")

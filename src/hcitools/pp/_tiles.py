@@ -12,6 +12,7 @@ from anndata import AnnData
 
 from .._constants import HCI_KEYS
 from .._utils import logger
+from .._validate import check_bool, check_frame, check_int, check_real, check_str
 
 
 @dataclass
@@ -100,7 +101,35 @@ def tile_images(
     >>> tiles.images.shape
     (32, 3, 16, 16)
     """
-    arr = np.stack(list(images)) if not isinstance(images, np.ndarray) else images
+    if isinstance(images, str | bytes) or not hasattr(images, "__len__"):
+        raise TypeError(
+            f"`images` must be an array n_images × channels × height × width (or a sequence of C × H × W arrays), "
+            f"got {type(images).__name__}."
+        )
+    if len(images) == 0:
+        raise ValueError("`images` is empty; pass at least one image.")
+    grid = check_int(grid, "grid", min=1, allow_none=True)
+    tile_size = check_int(tile_size, "tile_size", min=1, allow_none=True)
+    stride = check_int(stride, "stride", min=1, allow_none=True)
+    if obs is not None:
+        check_frame(obs, "obs", what="one row per image")
+    if clip_percentiles is not None:
+        if not (isinstance(clip_percentiles, tuple | list) and len(clip_percentiles) == 2):
+            raise TypeError(
+                f"`clip_percentiles` must be a pair (low, high) or None, got {clip_percentiles!r}."
+            )
+        lo = check_real(clip_percentiles[0], "clip_percentiles[0]", min=0, max=100)
+        hi = check_real(clip_percentiles[1], "clip_percentiles[1]", min=0, max=100)
+        if lo >= hi:
+            raise ValueError(
+                f"`clip_percentiles` must be (low, high) with low < high, got {clip_percentiles!r}."
+            )
+    try:
+        arr = np.stack(list(images)) if not isinstance(images, np.ndarray) else images
+    except ValueError as err:
+        raise ValueError(f"`images` must all have one shape (channels × height × width): {err}") from err
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"`images` must hold real numbers (pixel intensities), got dtype {arr.dtype}.")
     if arr.ndim == 3:
         arr = arr[:, None]
     if arr.ndim != 4:
@@ -125,8 +154,6 @@ def tile_images(
     else:
         if stride is None:
             stride = tile_size
-        if tile_size <= 0 or stride <= 0:
-            raise ValueError("`tile_size` and `stride` must be positive.")
         th = tw = tile_size
         ys, xs = _windows(H, tile_size, stride), _windows(W, tile_size, stride)
     tiles, rows = [], []
@@ -152,7 +179,12 @@ def _resolve_device(device: str) -> Any:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(
+            f"`device` must be 'auto' or a torch device such as 'cpu', 'cuda' or 'cuda:0', got {device!r}."
+        ) from err
 
 
 def embed_tiles(
@@ -200,10 +232,17 @@ def embed_tiles(
     import torch
     from tqdm.auto import tqdm
 
+    if not isinstance(tiles, Tiles):
+        raise TypeError(
+            f"`tiles` must be the output of `ht.pp.tile_images` (Tiles), got {type(tiles).__name__}."
+        )
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+    batch_size = check_int(batch_size, "batch_size", min=1)
+    check_str(device, "device")
+    check_bool(progress, "progress")
+    if transform is not None and not callable(transform):
+        raise TypeError(f"`transform` must be a callable or None, got {type(transform).__name__}.")
     if len(tiles) == 0:
         raise ValueError("`tiles` is empty.")
     dev = _resolve_device(device)
