@@ -23,6 +23,7 @@ __all__ = [
     "case_variants",
     "check_anndata",
     "check_bag_key",
+    "check_binary_frame",
     "check_bool",
     "check_choice",
     "check_columns",
@@ -209,6 +210,28 @@ def check_values_present(
             f"{_preview(uniques)}." + (f" {fix}" if fix else "")
         )
     return mask
+
+
+def check_binary_frame(frame: Any, name: str) -> pd.DataFrame:
+    """Check a table of labels (``name``, e.g. ``"labels"``): a DataFrame of numbers 1 / 0 / NaN; return it.
+
+    Raises a TypeError for a non-numeric table and a ValueError naming the columns that hold other values.
+    """
+    check_frame(frame, name)
+    try:
+        values = frame.to_numpy(dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"`{name}` must hold numbers 1 / 0 / NaN; could not convert it to float ({err})."
+        ) from err
+    bad = ~(np.isnan(values) | (values == 0) | (values == 1))
+    if bad.any():
+        raise ValueError(
+            f"`{name}` must hold 1 (active), 0 (inactive) or NaN (not measured); columns "
+            f"{_preview(frame.columns[bad.any(axis=0)])} hold other values, e.g. {values[bad][:3].tolist()}. "
+            "Binarise them first (e.g. `(labels > threshold).astype(float).where(labels.notna())`)."
+        )
+    return frame
 
 
 def check_writable(adata: AnnData, what: str = "X") -> None:

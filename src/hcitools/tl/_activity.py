@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from .._constants import HCI_KEYS
 from .._utils import check_free_keys, import_optional, log_written, logger, to_dense
-from .._validate import check_anndata, check_controls, get_rep
+from .._validate import (
+    check_anndata,
+    check_bool,
+    check_controls,
+    check_int,
+    check_real,
+    check_str,
+    check_writable,
+    get_rep,
+)
 from ..pp._aggregate import check_one_row_per_well
 
 
@@ -91,6 +99,22 @@ def phenotypic_activity(
     >>> table = ht.tl.phenotypic_activity(plate, control_value="DMSO", inplace=False)  # doctest: +SKIP
     """
     check_anndata(adata)
+    check_str(compound_key, "compound_key")
+    check_str(bag_key, "bag_key", allow_none=True)
+    check_str(rep_key, "rep_key", allow_none=True)
+    check_str(key_added, "key_added")
+    if not callable(distance):
+        check_str(distance, "distance")
+    null_size = check_int(null_size, "null_size", min=1)
+    threshold = check_real(threshold, "threshold", min=0, max=1, min_inclusive=False, max_inclusive=False)
+    seed = check_int(seed, "seed", min=0)
+    for name, value in (
+        ("inplace", inplace),
+        ("copy", copy),
+        ("overwrite", overwrite),
+        ("progress", progress),
+    ):
+        check_bool(value, name)
     if copy and not inplace:
         raise ValueError(
             "`copy=True` returns a copy holding the results and `inplace=False` returns only the table; pass one."
@@ -102,15 +126,23 @@ def phenotypic_activity(
             f"Every row is a control ({compound_key} == {control_value!r}); there is nothing to score."
         )
     X = get_rep(adata, rep_key=rep_key)
-    if not (isinstance(null_size, int | np.integer) and null_size >= 1):
-        raise ValueError(f"`null_size` must be a positive integer, got {null_size!r}.")
-    if not (0 < threshold < 1):
-        raise ValueError(f"`threshold` (an FDR level) must lie in (0, 1), got {threshold!r}.")
     if inplace:
         check_free_keys(adata, {"uns": key_added}, overwrite=overwrite)
     import_optional("copairs", "phenotypic_activity")
+    from copairs import compute as ccompute
     from copairs import map as cmap
     from copairs.matching import assign_reference_index
+
+    try:
+        if isinstance(distance, str) and hasattr(ccompute, "get_similarity_fn"):
+            ccompute.get_similarity_fn(distance, progress_bar=False)
+    except ValueError as err:
+        raise ValueError(
+            f"`distance` must be a copairs distance such as 'cosine', 'euclidean' or 'correlation', got "
+            f"{distance!r}."
+        ) from err
+    if copy:
+        check_writable(adata, "a copy")
 
     X = to_dense(X)
     meta = pd.DataFrame({"compound": adata.obs[compound_key].astype(str).to_numpy(), "is_control": is_ctrl})

@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from .._constants import HCI_KEYS
 from .._utils import logger, to_dense
-from .._validate import check_anndata, check_labels, check_obs_keys, get_rep
+from .._validate import check_anndata, check_int, check_labels, check_obs_keys, check_real, check_str, get_rep
 from ..pp._aggregate import check_one_row_per_well
 from ..pp._split import fold_rotations
 
@@ -101,14 +101,20 @@ def pooled_logistic_regression(
     from sklearn.model_selection import GridSearchCV, PredefinedSplit
 
     check_anndata(adata)
+    check_str(labels_key, "labels_key")
+    check_str(fold_key, "fold_key")
+    check_str(bag_key, "bag_key", allow_none=True)
+    check_str(rep_key, "rep_key", allow_none=True)
+    if isinstance(Cs, str) or not isinstance(Cs, Sequence | np.ndarray):
+        raise TypeError(f"`Cs` must be a list of positive numbers, e.g. `Cs=(0.01, 0.1, 1.0)`, got {Cs!r}.")
+    Cs = [check_real(c, "Cs", min=0, min_inclusive=False) for c in Cs]
+    if not Cs:
+        raise ValueError("`Cs` is empty; pass positive numbers, e.g. `Cs=(0.01, 0.1, 1.0)`.")
+    max_iter = check_int(max_iter, "max_iter", min=1)
+    seed = check_int(seed, "seed", min=0)
     check_one_row_per_well(adata, bag_key, function="pooled_logistic_regression")
     labels = check_labels(adata, labels_key, bag_key=None)
     folds, n_folds = _check_folds_column(adata, fold_key)
-    Cs = list(Cs)
-    if not Cs or not all(np.isfinite(c) and c > 0 for c in Cs):
-        raise ValueError(f"`Cs` must be a non-empty list of positive numbers, got {Cs!r}.")
-    if not (isinstance(max_iter, int | np.integer) and max_iter >= 1):
-        raise ValueError(f"`max_iter` must be a positive integer, got {max_iter!r}.")
     X = to_dense(get_rep(adata, rep_key=rep_key), np.float64)
     Y = labels.to_numpy(dtype=float)
     base = LogisticRegression(class_weight="balanced", max_iter=max_iter, random_state=seed)

@@ -10,6 +10,9 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
+from .._validate import check_binary_frame, check_bool, check_frame, check_int
+from ._evaluate import common_assays, warn_small_classes
+
 
 def _resampled_auroc(y: np.ndarray, score: np.ndarray) -> np.ndarray:
     """AUROC of every row (resample) of ``score`` (B × n) against binary ``y`` (B × n), vectorised.
@@ -53,7 +56,8 @@ def compare_methods(
     seed
         Seed of the resampling.
     assays
-        Assays to compare (default: those in all three tables).
+        Assays to compare (default: those in all three tables; a ValueError when they share none, e.g. the two
+        methods were scored on different assays).
     progress
         Show a progress bar over assays.
 
@@ -72,22 +76,22 @@ def compare_methods(
     >>> float(compare_methods(good, bad, labels=y, n_boot=200).loc["a", "p_value"]) < 0.05
     True
     """
-    for name, frame in (("pred_a", pred_a), ("pred_b", pred_b), ("labels", labels)):
-        if not isinstance(frame, pd.DataFrame):
-            raise TypeError(
-                f"`{name}` must be a pandas DataFrame (rows = compounds, columns = assays), got "
-                f"{type(frame).__name__}; wrap arrays as `pd.DataFrame(values, index=ids, columns=assays)`."
-            )
-    if not (isinstance(n_boot, int | np.integer) and n_boot >= 1):
-        raise ValueError(f"`n_boot` must be an integer ≥ 1, got {n_boot!r}.")
-    common = pred_a.index.intersection(pred_b.index).intersection(labels.index)
-    if len(common) == 0:
-        raise ValueError("`pred_a`, `pred_b` and `labels` share no row ids.")
-    if assays is None:
-        assays = [a for a in pred_a.columns if a in pred_b.columns and a in labels.columns]
-    missing = [a for a in assays if not (a in pred_a.columns and a in pred_b.columns and a in labels.columns)]
-    if missing:
-        raise KeyError(f"Assays {missing[:5]} are missing from `pred_a`, `pred_b` or `labels`.")
+    check_frame(pred_a, "pred_a")
+    check_frame(pred_b, "pred_b")
+    check_binary_frame(labels, "labels")
+    n_boot = check_int(n_boot, "n_boot", min=1)
+    seed = check_int(seed, "seed", min=0)
+    check_bool(progress, "progress")
+    assays, common = common_assays(
+        {"pred_a": pred_a, "pred_b": pred_b, "labels": labels},
+        assays,
+        fix="(both methods must be scored on the same assays).",
+    )
+    for name, frame in (("pred_a", pred_a), ("pred_b", pred_b)):
+        try:
+            frame.loc[common, assays].to_numpy(dtype=float)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"`{name}` must hold numbers (scores or probabilities): {err}") from err
     rng = np.random.default_rng(seed)
     rows = {}
     for assay in tqdm(assays, desc="bootstrap", disable=not progress):
@@ -108,6 +112,8 @@ def compare_methods(
         # one-sided p-value of H0 "A is not better", with the +1 correction (never exactly 0)
         p = float(((deltas <= 0).sum() + 1) / (len(deltas) + 1)) if len(deltas) else np.nan
         rows[assay] = (auc_a, auc_b, auc_a - auc_b, p, len(deltas), n_pos, n_neg)
-    return pd.DataFrame.from_dict(
+    out = pd.DataFrame.from_dict(
         rows, orient="index", columns=["auroc_a", "auroc_b", "delta", "p_value", "n_boot", "n_pos", "n_neg"]
     )
+    warn_small_classes(out)
+    return out

@@ -8,6 +8,72 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from .._utils import warn
+from .._validate import _preview, check_binary_frame, check_frame
+
+#: Below this many observed positives (or negatives) an assay's AUROC / AUPRC is flagged as unreliable.
+MIN_CLASS_SIZE = 5
+
+
+def common_assays(
+    tables: dict[str, pd.DataFrame], assays: Sequence[str] | None, *, fix: str = ""
+) -> tuple[list[str], pd.Index]:
+    """The assays (columns) and row ids shared by every table of ``tables`` (argument name → frame).
+
+    ``assays=None`` takes the columns of the first table that every table has. Raises a ValueError when no row
+    or no assay is shared, and a KeyError naming the tables that lack a requested assay.
+    """
+    names, frames = list(tables), list(tables.values())
+    args = ", ".join(f"`{n}`" for n in names)
+    rows = frames[0].index
+    for f in frames[1:]:
+        rows = rows.intersection(f.index)
+    if len(rows) == 0:
+        raise ValueError(
+            f"{args} share no row ids (e.g. {_preview(frames[0].index, 3)} vs {_preview(frames[-1].index, 3)}); "
+            "align them on the same compound or bag ids."
+        )
+    if assays is None:
+        assays = [a for a in frames[0].columns if all(a in f.columns for f in frames[1:])]
+        if not assays:
+            cols = "; ".join(f"`{n}` has {_preview(f.columns, 4)}" for n, f in tables.items())
+            raise ValueError(
+                f"{args} share no assay (column): {cols}. Name the columns by assay in each table"
+                + (f" {fix}" if fix else ".")
+            )
+        return list(assays), rows
+    if isinstance(assays, str) or not isinstance(assays, Sequence | pd.Index | np.ndarray):
+        raise TypeError(f"`assays` must be a list of assay names or None, got {assays!r}.")
+    assays = list(assays)
+    if not assays:
+        raise ValueError("`assays` is empty; pass assay names or `assays=None` (every shared assay).")
+    for n, f in tables.items():
+        missing = [a for a in assays if a not in f.columns]
+        if missing:
+            raise KeyError(
+                f"Assays {_preview(missing)} (argument `assays`) are not columns of `{n}`; its columns are "
+                f"{_preview(f.columns, 8)}."
+            )
+    return assays, rows
+
+
+def warn_small_classes(counts: pd.DataFrame, *, min_n: int = MIN_CLASS_SIZE) -> None:
+    """One warning naming the assays (rows of ``counts``, columns ``n_pos``/``n_neg``) with fewer than ``min_n``
+    positives or negatives, whose metrics are therefore unreliable."""
+    small = counts.index[((counts["n_pos"] < min_n) | (counts["n_neg"] < min_n)).to_numpy()]
+    if len(small):
+        detail = ", ".join(
+            f"{a!r} ({int(counts.loc[a, 'n_pos'])} pos / {int(counts.loc[a, 'n_neg'])} neg)"
+            for a in small[:5]
+        )
+        more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+        warn(
+            f"{len(small)} assays have fewer than {min_n} observed positives or negatives: {detail}{more}. Their "
+            "AUROC / AUPRC rest on a handful of compounds and are unreliable (NaN with a single class); read them "
+            "with their n_pos / n_neg, or leave them out.",
+            UserWarning,
+        )
+
 
 def evaluate_assays(
     predictions: pd.DataFrame, labels: pd.DataFrame, *, assays: Sequence[str] | None = None
@@ -30,6 +96,20 @@ def evaluate_assays(
     (scikit-learn's ``roc_auc_score`` and ``average_precision_score``), ``n_pos``, ``n_neg``. An assay whose
     observed labels hold a single class is reported with NaN metrics (and left out of the mean), not an error.
 
+    Raises
+    ------
+    TypeError
+        If a table is not a DataFrame or holds non-numbers.
+    ValueError
+        If the tables share no row id or no assay, or ``labels`` holds values other than 1 / 0 / NaN.
+    KeyError
+        If an assay of ``assays`` is missing from a table.
+
+    Warns
+    -----
+    UserWarning
+        Once, naming the assays with fewer than 5 observed positives or negatives.
+
     Examples
     --------
     >>> import pandas as pd
@@ -39,24 +119,18 @@ def evaluate_assays(
     >>> float(evaluate_assays(pred, lab).loc["a", "auroc"])
     1.0
     """
-    if not isinstance(predictions, pd.DataFrame) or not isinstance(labels, pd.DataFrame):
-        raise TypeError(
-            "`predictions` and `labels` must be pandas DataFrames (rows = compounds, columns = assays)."
-        )
-    common = predictions.index.intersection(labels.index)
-    if len(common) == 0:
-        raise ValueError(
-            "`predictions` and `labels` share no row ids; align them on the same compound or bag ids."
-        )
-    if assays is None:
-        assays = [a for a in predictions.columns if a in labels.columns]
-    missing = [a for a in assays if a not in predictions.columns or a not in labels.columns]
-    if missing:
-        raise KeyError(f"Assays {missing[:5]} are missing from `predictions` or `labels`.")
+    check_frame(predictions, "predictions")
+    check_binary_frame(labels, "labels")
+    assays, common = common_assays({"predictions": predictions, "labels": labels}, assays)
+    scores = predictions.loc[common, assays]
+    try:
+        scores = scores.to_numpy(dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`predictions` must hold numbers (scores or probabilities): {err}") from err
+    y_all = labels.loc[common, assays].to_numpy(dtype=float)
     rows = {}
-    for a in assays:
-        y = labels.loc[common, a].to_numpy(dtype=float)
-        s = predictions.loc[common, a].to_numpy(dtype=float)
+    for j, a in enumerate(assays):
+        y, s = y_all[:, j], scores[:, j]
         keep = ~np.isnan(y) & ~np.isnan(s)
         y, s = y[keep], s[keep]
         n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
@@ -65,6 +139,7 @@ def evaluate_assays(
         else:
             rows[a] = (np.nan, np.nan, n_pos, n_neg)
     out = pd.DataFrame.from_dict(rows, orient="index", columns=["auroc", "auprc", "n_pos", "n_neg"])
+    warn_small_classes(out)
     mean = out[["auroc", "auprc"]].mean(skipna=True)
     out.loc["macro mean"] = [mean["auroc"], mean["auprc"], out["n_pos"].sum(), out["n_neg"].sum()]
     out[["n_pos", "n_neg"]] = out[["n_pos", "n_neg"]].astype(int)
