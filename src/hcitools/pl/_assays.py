@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .._validate import _preview, check_bool, check_columns, check_frame, check_real, check_str
+
 
 def assay_performance(
     results: pd.DataFrame,
@@ -42,11 +44,28 @@ def assay_performance(
     """
     import matplotlib.pyplot as plt
 
-    for col in ("assay", "method", metric):
-        if col not in results.columns:
-            raise KeyError(f"`results` has no column {col!r}; it needs 'assay', 'method' and the metric.")
+    check_frame(results, "results", what="tidy: columns 'assay', 'method' and the metric")
+    check_str(metric, "metric")
+    check_real(chance, "chance", allow_none=True)
+    check_bool(return_fig, "return_fig")
+    check_columns(results, "`results`", ["assay", "method"])
+    check_columns(results, "`results`", [metric], arg="metric")
+    if results.empty:
+        raise ValueError("`results` is empty; there is nothing to plot.")
+    if not pd.api.types.is_numeric_dtype(results[metric]):
+        raise TypeError(
+            f"results[{metric!r}] (argument `metric`) must be numeric, got dtype {results[metric].dtype}."
+        )
+    if isinstance(methods, str):
+        raise TypeError(f"`methods` must be a list of method names or None, got the string {methods!r}.")
+    known = list(pd.unique(results["method"]))
+    methods = list(methods) if methods is not None else known
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods:
+        raise ValueError(
+            f"`methods` must name methods of results['method'] ({_preview(known)}); got {_preview(unknown or methods)}."
+        )
     table = results.pivot_table(index="assay", columns="method", values=metric, sort=False)
-    methods = list(methods) if methods is not None else list(pd.unique(results["method"]))
     table = table[methods]
     if ax is None:
         fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(table) + 2), 3.5))

@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import HCI_KEYS
+from .._validate import check_anndata, check_bool, check_obs_keys, check_str
 
 
 def _new_axes(ax, figsize):
@@ -48,6 +49,10 @@ def training_history(
     -------
     The Axes, or the Figure when ``return_fig=True``.
     """
+    if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
+        raise TypeError(f"`keys` must be a list of history entry names, e.g. ['train_loss'], got {keys!r}.")
+    check_str(metric, "metric", allow_none=True)
+    check_bool(return_fig, "return_fig")
     history = getattr(model, "history", None)
     if not isinstance(history, dict) or not history:
         raise ValueError("`model` has no training history; train it first (`model.train()`).")
@@ -119,12 +124,15 @@ def attention(
     -------
     The Axes, or the Figure when ``return_fig=True``. Instances with NaN attention (not scored) are left out.
     """
-    from .._validate import check_obs_keys
-
+    check_anndata(adata)
+    for name, value in (("assay", assay), ("key", key), ("groupby", groupby), ("bag_key", bag_key)):
+        check_str(value, name)
+    check_bool(return_fig, "return_fig")
     check_obs_keys(adata, {"groupby": groupby, "bag_key": bag_key})
     if key not in adata.obsm:
         raise KeyError(
-            f"adata.obsm has no {key!r} (argument `key`); run `ht.tl.momil` or store attention there."
+            f"adata.obsm has no {key!r} (argument `key`); its keys are {sorted(adata.obsm.keys())}. Run "
+            "`ht.tl.momil` or store attention there."
         )
     att = adata.obsm[key]
     if isinstance(att, pd.DataFrame):
