@@ -10,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import HCI_KEYS
+from .._validate import check_str
 from ._loaders import _SOURCES, data_path
 
 _COMPARTMENTS = ("Cells", "Cytoplasm", "Nuclei")
@@ -95,6 +96,7 @@ def jump_target2(path: str | os.PathLike | None = None, *, labels_key: str = "ta
     """
     from ..pp._labels import labels_from_lists
 
+    check_str(labels_key, "labels_key")
     platemap = pd.read_csv(data_path(_FOLDER, "JUMP-Target-2_compound_platemap.tsv", path=path), sep="\t")
     metadata = pd.read_csv(data_path(_FOLDER, "JUMP-Target-2_compound_metadata.tsv", path=path), sep="\t")
     feats, metas = [], []

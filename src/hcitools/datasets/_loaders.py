@@ -15,6 +15,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import DATA_ENV, HCI_KEYS, PERTURBATION_KEYS
+from .._validate import check_bool, check_choice
 
 _SOURCES = {
     "hci/lincs_SQ00015054": "github.com/cytomining/cytominer-eval, cytominer_eval/example_data/compound/",
@@ -37,6 +38,8 @@ def data_path(subfolder: str, filename: str, *, path: str | os.PathLike | None =
     FileNotFoundError
         Saying where it looked and where to get the data.
     """
+    if path is not None and not isinstance(path, str | os.PathLike):
+        raise TypeError(f"`path` must be a folder (str or os.PathLike) or None, got {type(path).__name__}.")
     candidates = []
     if path is not None:
         candidates += [Path(path) / subfolder / filename, Path(path) / filename]
@@ -124,8 +127,7 @@ def deepprofiler_cells(
         "lincs": ["SQ00014812_A01_site5.npz", "SQ00014812_A01_site8.npz"],
         "bbbc021": ["BBBC021_Week1_22123_B02_s1.npz"],
     }
-    if dataset not in files:
-        raise ValueError(f"`dataset` must be one of {list(files)}, got {dataset!r}.")
+    check_choice(dataset, "dataset", list(files))
     feats, obs_parts, locs = [], [], []
     for name in files[dataset]:
         with np.load(data_path("hci/deepprofiler_embeddings", name, path=path), allow_pickle=True) as z:
@@ -179,6 +181,7 @@ def kang2018(
     AnnData cells × genes with ``obs["condition"]`` ∈ {``"control"``, ``"stimulated"``} and
     ``obs["cell_type"]``.
     """
+    check_choice(source, "source", ("local", "pertpy"))
     if source == "local":
         import anndata as ad
 
@@ -232,8 +235,8 @@ def mil_dataset(
     with the bag label (1 / 0) on every instance. The source orders positive bags first, so never split by
     row order.
     """
-    if name not in _MIL_NAMES:
-        raise ValueError(f"`name` must be one of {_MIL_NAMES}, got {name!r}.")
+    check_choice(name, "name", _MIL_NAMES)
+    check_bool(drop_position_feature, "drop_position_feature")
     df = pd.read_csv(data_path("mil", f"{name}.csv", path=path), header=None)
     label = df[0].to_numpy(dtype=float)
     bag = df[1].astype(int).map(lambda i: f"bag_{i:04d}")

@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import HCI_KEYS
+from .._validate import check_int, check_real
 
 
 def _well_names(n: int, n_rows: int = 16, n_cols: int = 24) -> list[str]:
@@ -128,6 +129,24 @@ def synthetic_hci(
     >>> adata.obsm["assays"].shape[1]
     12
     """
+    for name, value, low in (
+        ("n_compounds", n_compounds, 1), ("n_assays", n_assays, 1), ("n_plates", n_plates, 1),
+        ("wells_per_compound", wells_per_compound, 1), ("fovs_per_well", fovs_per_well, 1),
+        ("crops_per_fov", crops_per_fov, 1), ("n_features", n_features, 1), ("n_primary", n_primary, 0),
+        ("n_mechanisms", n_mechanisms, 1), ("n_control_wells", n_control_wells, 1), ("seed", seed, 0),
+    ):  # fmt: skip
+        check_int(value, name, min=low)
+    check_int(n_unrelated, "n_unrelated", min=0, allow_none=True)
+    check_int(n_scaffolds, "n_scaffolds", min=1, allow_none=True)
+    check_real(mechanism_rate, "mechanism_rate", min=0, max=1)
+    for name, value in (
+        ("effect_size", effect_size), ("plate_effect", plate_effect), ("plate_scale", plate_scale),
+        ("label_noise", label_noise),
+    ):  # fmt: skip
+        check_real(value, name, min=0)
+    check_real(primary_density_ratio, "primary_density_ratio", min=0, min_inclusive=False)
+    check_real(label_density, "label_density", min=0, max=1, min_inclusive=False)
+    check_real(responder_fraction, "responder_fraction", min=0, max=1, min_inclusive=False)
     if n_plates < wells_per_compound:
         raise ValueError(
             f"`n_plates` ({n_plates}) must be at least `wells_per_compound` ({wells_per_compound}): replicate "

@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import PERTURBATION_KEYS
+from .._validate import check_int, check_real, check_str
 
 
 def synthetic_perturbation(
@@ -76,7 +77,20 @@ def synthetic_perturbation(
     >>> sorted(adata.obs["condition"].unique())
     ['control', 'drug_0.1', 'drug_1', 'drug_10']
     """
-    doses = [float(d) for d in doses]
+    for name, value in (("n_cell_types", n_cell_types), ("n_cells", n_cells), ("n_genes", n_genes)):
+        check_int(value, name, min=1)
+    check_int(n_response_genes, "n_response_genes", min=0)
+    check_int(seed, "seed", min=0)
+    check_str(perturbation, "perturbation")
+    check_real(cell_type_specificity, "cell_type_specificity", min=0, max=1)
+    check_real(ec50, "ec50", min=0, min_inclusive=False)
+    check_real(max_log_fold_change, "max_log_fold_change")
+    check_real(library_size, "library_size", min=0, min_inclusive=False)
+    if isinstance(doses, str) or not isinstance(doses, Sequence | np.ndarray):
+        raise TypeError(
+            f"`doses` must be a list of positive numbers, e.g. `doses=(0.1, 1.0)`, got {doses!r}."
+        )
+    doses = [check_real(d, "doses", min=0, min_inclusive=False) for d in doses]
     if not doses or min(doses) <= 0:
         raise ValueError(f"`doses` must be positive numbers, got {doses}.")
     if len(set(doses)) != len(doses):
