@@ -12,6 +12,7 @@ from .._constants import HCI_KEYS
 from .._utils import check_free_keys, log_written, logger
 from .._validate import (
     check_anndata,
+    check_binary_frame,
     check_bool,
     check_columns,
     check_frame,
@@ -161,6 +162,7 @@ def assign_labels(
         wide = wide.astype(float)
     except (TypeError, ValueError) as err:
         raise TypeError(f"`labels` must hold 1 / 0 / NaN (or booleans): {err}") from err
+    check_binary_frame(wide, "labels")
     compounds = adata.obs[compound_key].astype(str)
     present = set(compounds)
     unmatched = [c for c in wide.index if c not in present]
