@@ -19,16 +19,26 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from .._constants import HCI_KEYS, MIL_KEYS, MODULE_KEYS
-from .._utils import progress_bar_default, quiet_loggers, third_party_quiet
+from .._utils import progress_bar_default, quiet_loggers, third_party_quiet, warn
 from .._validate import _preview, check_constant_within, check_labels, validate_hci
 from ..dataloaders import BagData, BagDataSplitter, bag_loader
 from ..train import MILTrainingPlan, RestoreBestWeights
-from ..train._mil_plan import VAL_MEAN_AUROC, EarlyStopping, per_task_auroc
+from ..train._mil_plan import (
+    MIN_VALIDATION_CLASS,
+    VAL_LOSS,
+    VAL_MEAN_AUROC,
+    EarlyStopping,
+    TrainingDefaults,
+    scaled_defaults,
+)
 from ..train._run import history_file_dir, run_training, seed_and_reset
 from ..train._weighting import TaskWeighting, make_weighting
 from .base import BagIdField, LabelsField, PersistenceMixin
 
 logger = logging.getLogger("hcitools")
+
+#: Early-stopping / model-selection monitors of ``train(monitor=...)``: name → (logged metric, mode).
+MONITORS = {"auto": None, "auroc": (VAL_MEAN_AUROC, "max"), "loss": (VAL_LOSS, "min")}
 
 
 def _check_assays_learnable(labels: pd.DataFrame, bags: np.ndarray) -> None:
@@ -66,31 +76,39 @@ def _check_strategy(trainer) -> None:
     )
 
 
-def _best_epoch_from_history(history: dict | None, n_before: int) -> int | None:
-    """Epoch (of the last training run) with the best validation mean AUROC; the first one on ties, like
+def _best_epoch_from_history(
+    history: dict | None, n_before: int, monitor: str = VAL_MEAN_AUROC, mode: str = "max"
+) -> int | None:
+    """Epoch (of the last training run) with the best value of ``monitor``; the first one on ties, like
     :class:`~hcitools.train.RestoreBestWeights`."""
-    if not isinstance(history, dict) or VAL_MEAN_AUROC not in history:
+    if not isinstance(history, dict) or monitor not in history:
         return None
-    values = history[VAL_MEAN_AUROC][VAL_MEAN_AUROC].to_numpy(dtype=float)[n_before:]
-    return int(np.argmax(values)) if len(values) else None
+    values = history[monitor][monitor].to_numpy(dtype=float)[n_before:]
+    if not len(values):
+        return None
+    return int(np.nanargmax(values) if mode == "max" else np.nanargmin(values))
 
 
 def _check_train_args(
-    *, validation_key, validation_values, validation_size, max_instances, **numbers
+    *, validation_key, validation_values, validation_size, max_instances, monitor, **numbers
 ) -> list | None:
     """Check the arguments of ``train`` before anything runs; return ``validation_values`` as a list."""
     rules = {
-        "max_epochs": (lambda v: _is_int(v) and v >= 1, "an integer ≥ 1"),
-        "warmup_epochs": (lambda v: _is_int(v) and v >= 0, "an integer ≥ 0"),
-        "patience": (lambda v: _is_int(v) and v >= 1, "an integer ≥ 1"),
-        "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer ≥ 1 (bags per batch)"),
+        "max_epochs": (lambda v: _is_int(v) and v >= 1, "None (derived) or an integer ≥ 1"),
+        "warmup_epochs": (lambda v: _is_int(v) and v >= 0, "None (derived) or an integer ≥ 0"),
+        "patience": (lambda v: _is_int(v) and v >= 1, "None (derived) or an integer ≥ 1"),
+        "batch_size": (lambda v: _is_int(v) and v >= 1, "None (derived) or an integer ≥ 1 (bags per batch)"),
+        "lr_warmup_steps": (lambda v: _is_int(v) and v >= 0, "None (derived) or an integer ≥ 0"),
         "lr": (lambda v: _is_real(v) and v > 0, "a number > 0"),
         "weight_decay": (lambda v: _is_real(v) and v >= 0, "a number ≥ 0"),
     }
+    derivable = {"max_epochs", "warmup_epochs", "patience", "batch_size", "lr_warmup_steps"}
     for name, value in numbers.items():
         ok, what = rules[name]
-        if not ok(value):
+        if not ((value is None and name in derivable) or ok(value)):
             raise ValueError(f"`{name}` must be {what}, got {value!r}.")
+    if monitor not in MONITORS:
+        raise ValueError(f"`monitor` must be one of {list(MONITORS)}, got {monitor!r}.")
     if max_instances is not None and not (_is_int(max_instances) and max_instances >= 1):
         raise ValueError(f"`max_instances` must be None (off) or an integer ≥ 1, got {max_instances!r}.")
     if validation_key is None:
@@ -397,38 +415,62 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         )
 
     def _make_callbacks(
-        self, splitter: BagDataSplitter, plan: MILTrainingPlan, *, patience: int, warmup_epochs: int
+        self,
+        splitter: BagDataSplitter,
+        plan: MILTrainingPlan,
+        *,
+        patience: int,
+        warmup_epochs: int,
+        monitor: str = "auroc",
     ) -> tuple[list, RestoreBestWeights | None]:
-        """Training slot: early stopping and best-weight restoring on the validation mean AUROC, when the
-        validation bags can measure it (a primary assay with both classes); else none (and a warning)."""
-        val_labels = splitter.data.labels[splitter.val_idx].numpy()
-        val_groups = splitter.data.groups[splitter.val_idx] if splitter.data.groups is not None else None
-        evaluable = splitter.n_val > 0 and bool(
-            np.isfinite(per_task_auroc(np.zeros_like(val_labels), val_labels, val_groups))[
-                plan.primary_index
-            ].any()
-        )
-        if not evaluable:
+        """Training slot: early stopping and best-weight restoring on the validation ``monitor`` (a key of
+        ``MONITORS`` other than ``"auto"``), when the validation bags can measure the AUROC (a primary assay with
+        both classes); else none (and a warning)."""
+        if not self._validation_class_counts(splitter, plan):
             return [], None
-        best = RestoreBestWeights(VAL_MEAN_AUROC, "max")
+        metric, mode = MONITORS[monitor]
+        best = RestoreBestWeights(metric, mode)
         # our own callback rather than scvi-tools' `early_stopping=True`, which it turns off under DDP
         stop = EarlyStopping(
-            monitor=VAL_MEAN_AUROC, min_delta=0.0, patience=patience, mode="max", warmup_epochs=warmup_epochs
+            monitor=metric, min_delta=0.0, patience=patience, mode=mode, warmup_epochs=warmup_epochs
         )
         return [best, stop], best
 
+    @staticmethod
+    def _validation_class_counts(splitter: BagDataSplitter, plan: MILTrainingPlan) -> list[int]:
+        """``min(n_pos, n_neg)`` of every primary assay with both classes in the validation bags (compounds, with
+        ``group_key``); empty when the validation set cannot measure any primary AUROC."""
+        if splitter.n_val == 0:
+            return []
+        labels = splitter.data.labels[splitter.val_idx].numpy()[:, plan.primary_index]
+        if splitter.data.groups is not None:
+            labels = pd.DataFrame(labels).groupby(splitter.data.groups[splitter.val_idx]).first().to_numpy()
+        n_pos, n_neg = (labels == 1).sum(0), (labels == 0).sum(0)
+        return [int(min(p, n)) for p, n in zip(n_pos, n_neg, strict=True) if p > 0 and n > 0]
+
+    def _resolve_monitor(self, monitor: str, splitter: BagDataSplitter, plan: MILTrainingPlan) -> str:
+        """``"auto"``: the mean AUROC when the validation set holds at least ``MIN_VALIDATION_CLASS`` bags of the
+        minority class summed over the primary assays, else the validation loss."""
+        if monitor != "auto":
+            return monitor
+        return (
+            "auroc" if sum(self._validation_class_counts(splitter, plan)) >= MIN_VALIDATION_CLASS else "loss"
+        )
+
     def train(
         self,
-        max_epochs: int = 100,
+        max_epochs: int | None = None,
         *,
-        warmup_epochs: int = 20,
-        patience: int = 10,
-        lr: float = 1e-4,
+        warmup_epochs: int | None = None,
+        patience: int | None = None,
+        lr: float = 1e-3,
+        lr_warmup_steps: int | None = None,
         weight_decay: float = 5e-4,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         validation_size: float = 0.2,
         validation_key: str | None = None,
         validation_values: Sequence[Any] | None = None,
+        monitor: Literal["auto", "auroc", "loss"] = "auto",
         seed: int = 0,
         accelerator: str = "auto",
         devices: int | str = "auto",
@@ -440,23 +482,54 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         enable_progress_bar: bool | None = None,
         **trainer_kwargs,
     ) -> None:
-        """Train with AdamW and cosine annealing; early stopping on validation AUROC; best weights restored.
+        """Train with AdamW (linear warm-up, then cosine decay by step); early stopping; best weights restored.
 
         Every argument is checked before anything changes: a call that raises leaves the model (weights, seed,
         history) as it was.
 
+        **Defaults that scale with the data.** Arguments left at ``None`` are derived from the number of labelled
+        training bags ``n`` (after the validation split) by :func:`hcitools.train._mil_plan.scaled_defaults`;
+        a value given is used exactly as given (and the others are derived from it):
+
+        ======================  ==================================================  ===========  ==========  ============
+        argument                rule                                                n = 100      n = 1,000   n = 100,000
+        ======================  ==================================================  ===========  ==========  ============
+        ``batch_size``          ``min(256, max(8, n // 8))``: ~8 steps per epoch    12           125         256
+        steps per epoch         ``ceil(n / batch_size)``                            9            8           391
+        ``max_epochs``          ``clip(ceil(2000 / steps per epoch), 20, 300)``     223          250         20
+        ``lr_warmup_steps``     ``ceil(0.05 · steps per epoch · max_epochs)``       101          100         391
+        ``warmup_epochs``       ``ceil(0.2 · max_epochs)``                          45           50          4
+        ``patience``            ``max(10, ceil(0.1 · max_epochs))``                 23           25          10
+        ======================  ==================================================  ===========  ==========  ============
+
+        The old fixed defaults (256 bags per batch, 100 epochs, lr 1e-4) gave a 100-bag data set one optimiser
+        step per epoch, 100 in all, and the model stayed near chance on the real MIL sets; a budget of about 2,000
+        optimiser steps (at least 20 epochs on large screens) trains small and large data sets alike. ``lr=1e-3``
+        with the warm-up was measured on the real MIL sets (``benchmarks/mil_real.py``); the paper's 1e-4 … 1e-5
+        suit 256-bag batches of ~100,000 wells over many more steps: pass ``lr`` explicitly there if needed.
+
+        **Early stopping with few validation bags.** ``monitor="auto"`` selects the model (and stops early) on
+        the validation mean AUROC over ``primary_assays`` when the validation set holds at least 10 bags
+        (compounds, with ``group_key``) of the minority class, summed over the primary assays; below that the AUROC
+        rests on a handful of positives and is noise, and the validation loss (all validation bags count) is
+        monitored instead. ``"auroc"`` and ``"loss"`` force one.
+
         Parameters
         ----------
         max_epochs
-            Maximum number of epochs (also the cosine period).
+            Maximum number of epochs; None: derived (above).
         warmup_epochs
-            Epochs before early stopping may trigger.
+            Epochs before early stopping may trigger; None: derived.
         patience
-            Validation epochs without improvement of the mean AUROC over ``primary_assays`` before stopping.
+            Validation epochs without improvement of the monitor before stopping; None: derived.
         lr, weight_decay
-            AdamW parameters.
+            AdamW parameters; ``lr`` is the peak learning rate, reached at the end of the warm-up.
+        lr_warmup_steps
+            Optimiser steps of linear learning-rate warm-up from ``lr / lr_warmup_steps`` to ``lr``, after which the
+            learning rate decays as a cosine to 0 at the last step of ``max_epochs``
+            (:meth:`hcitools.train.MILTrainingPlan.lr_factor`); 0: no warm-up; None: derived.
         batch_size
-            Bags per batch.
+            Bags per batch; None: derived.
         validation_size
             Fraction of bags held out at random for validation (ignored with ``validation_key``). With
             ``group_key`` registered, whole groups are held out (that fraction of the compounds, with all their
@@ -465,6 +538,9 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             Take the validation bags from a user column instead (e.g. ``validation_key="fold"``,
             ``validation_values=[3]``, or a single value ``3``); constant within bags. Bags with other values are
             trained on.
+        monitor
+            ``"auto"`` (see above), ``"auroc"`` (``validation_mean_auroc``, maximised) or ``"loss"``
+            (``validation_loss``, minimised): what early stopping and the restored best weights follow.
         seed
             Seeds the initial weights (before the first training), the split, the batch order, subsampling and
             dropout.
@@ -490,13 +566,15 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             Lightning's device banners and tips show only at verbosity ``"info"`` and above.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (e.g. ``strategy="ddp"``, see Notes). Early stopping is set
-            up here (``patience``, ``warmup_epochs``); scvi-tools' ``early_stopping*`` arguments are refused.
+            up here (``patience``, ``warmup_epochs``, ``monitor``); scvi-tools' ``early_stopping*`` arguments are
+            refused.
 
         Notes
         -----
         ``model.history`` holds per-epoch ``train_loss``, ``task_loss_<assay>``, ``task_weight_<assay>``,
         ``validation_loss``, ``validation_auroc_<assay>`` and ``validation_mean_auroc``; ``model.best_epoch`` the
-        epoch whose weights were kept. Both are saved with the model.
+        epoch whose weights were kept; ``model.train_params_`` the settings used (derived ones included, and the
+        resolved ``monitor``). All are saved with the model.
 
         **Multi-GPU / multi-node.** Lightning's data-parallel strategies are supported, e.g.
         ``accelerator="gpu", devices=4, strategy="ddp"`` (``accelerator="cpu"`` with the gloo backend works too).
@@ -504,7 +582,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         validates a shard of the validation bags; the validation outputs of all processes are gathered and the
         AUROC is computed on the whole validation set (bags repeated by the distributed sampler are counted
         once, groups are matched by bag), so early stopping and the restored best weights agree across
-        processes. The losses in the history are averaged across processes.
+        processes. The derived defaults count the training bags of all processes (per-process steps are fewer). The losses in the history are averaged across processes.
 
         - ``strategy="ddp"`` (recommended; multi-node with ``num_nodes``, or processes started by ``torchrun`` or
           SLURM): unless a cluster launcher started the processes, Lightning re-runs the calling *script*
@@ -527,18 +605,20 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             warmup_epochs=warmup_epochs,
             patience=patience,
             lr=lr,
+            lr_warmup_steps=lr_warmup_steps,
             weight_decay=weight_decay,
             batch_size=batch_size,
             validation_size=validation_size,
             validation_key=validation_key,
             validation_values=validation_values,
             max_instances=max_instances,
+            monitor=monitor,
         )
         refused = sorted(k for k in trainer_kwargs if k.startswith("early_stopping"))
         if refused:
             raise TypeError(
-                f"`train` sets up early stopping on {VAL_MEAN_AUROC!r} itself; use `patience` and "
-                f"`warmup_epochs` (patience=max_epochs never stops) instead of {refused}."
+                f"`train` sets up early stopping itself; use `monitor`, `patience` and `warmup_epochs` "
+                f"(patience=max_epochs never stops) instead of {refused}."
             )
         if not isinstance(pos_weight, bool | np.bool_):
             raise TypeError(f"`pos_weight` must be True or False, got {pos_weight!r}.")
@@ -549,39 +629,55 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             validation_size=validation_size,
             validation_key=validation_key,
             validation_values=validation_values,
-            batch_size=batch_size,
+            batch_size=batch_size or 1,  # set below, once the number of training bags is known
             seed=seed,
             max_instances=max_instances,
             group_by_size=group_by_size,
         )
+        d = self._training_defaults(
+            splitter.n_train,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            lr_warmup_steps=lr_warmup_steps,
+            warmup_epochs=warmup_epochs,
+            patience=patience,
+        )
+        splitter.batch_size = d.batch_size
         plan = self._make_training_plan(
             splitter,
             pos_weight=bool(pos_weight),
             lr=lr,
             weight_decay=weight_decay,
-            max_epochs=max_epochs,
+            max_epochs=d.max_epochs,
+            lr_warmup_steps=d.lr_warmup_steps,
             weighting=weighting,
             weighting_kwargs=weighting_kwargs,
         )
-        callbacks, best = self._make_callbacks(splitter, plan, patience=patience, warmup_epochs=warmup_epochs)
+        monitor = self._resolve_monitor(monitor, splitter, plan)
+        callbacks, best = self._make_callbacks(
+            splitter, plan, patience=d.patience, warmup_epochs=d.warmup_epochs, monitor=monitor
+        )
         callbacks = list(trainer_kwargs.pop("callbacks", [])) + callbacks
         trainer_kwargs.setdefault("log_every_n_steps", 1)
         if best is not None:
             trainer_kwargs["check_val_every_n_epoch"] = 1
         elif splitter.n_val:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        logger.info(
+            f"training on {splitter.n_train} bags ({splitter.n_val} validation): batch_size={d.batch_size}, "
+            f"max_epochs={d.max_epochs} ({d.total_steps} steps), lr={lr:g} with {d.lr_warmup_steps} warm-up "
+            f"steps, early stopping on {MONITORS[monitor][0]} (warmup_epochs={d.warmup_epochs}, "
+            f"patience={d.patience})"
+        )
         # 2. train
         if best is None:
-            warnings.warn(
+            warn(
                 "The validation bags hold no primary assay with both classes observed: training runs all "
-                f"{max_epochs} epochs without early stopping or model selection.",
-                UserWarning,
-                stacklevel=2,
+                f"{d.max_epochs} epochs without early stopping or model selection."
             )
         history = self.history  # DataFrames (saved models hold lists), which scvi-tools appends to
-        n_before = (
-            len(history[VAL_MEAN_AUROC]) if isinstance(history, dict) and VAL_MEAN_AUROC in history else 0
-        )
+        metric, mode = MONITORS[monitor]
+        n_before = len(history[metric]) if isinstance(history, dict) and metric in history else 0
         with (
             history_file_dir(trainer_kwargs) as trainer_kwargs,
             warnings.catch_warnings(),
@@ -593,7 +689,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
                 self,
                 training_plan=plan,
                 data_splitter=splitter,
-                max_epochs=max_epochs,
+                max_epochs=d.max_epochs,
                 accelerator=accelerator,
                 devices=devices,
                 callbacks=callbacks,
@@ -607,27 +703,32 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         # with a spawn-based strategy the callback ran in child processes: read the best epoch off the history
         self.best_epoch_ = best.best_epoch if best is not None else None
         if self.best_epoch_ is None and best is not None:
-            self.best_epoch_ = _best_epoch_from_history(self.history_, n_before)
+            self.best_epoch_ = _best_epoch_from_history(self.history_, n_before, metric, mode)
             if self.best_epoch_ is None:
-                warnings.warn(
+                warn(
                     "Training ran in child processes and left no history in this process (a custom `logger` "
                     "replaces the history file of scvi-tools' logger): `model.history` and `model.best_epoch` "
                     "are unavailable; the model holds the restored best weights. Use strategy='ddp' or no "
-                    "`logger` to get them.",
-                    UserWarning,
-                    stacklevel=2,
+                    "`logger` to get them."
                 )
         self.train_params_ = {
-            "max_epochs": int(max_epochs),
-            "warmup_epochs": int(warmup_epochs),
-            "patience": int(patience),
+            "max_epochs": d.max_epochs,
+            "warmup_epochs": d.warmup_epochs,
+            "patience": d.patience,
             "lr": float(lr),
+            "lr_warmup_steps": d.lr_warmup_steps,
             "weight_decay": float(weight_decay),
-            "batch_size": int(batch_size),
+            "batch_size": d.batch_size,
+            "monitor": monitor,
             "seed": int(seed),
             "pos_weight": bool(pos_weight),
             "weighting": weighting if isinstance(weighting, str) else type(weighting).__name__,
         }
+
+    def _training_defaults(self, n_train: int, **given) -> TrainingDefaults:
+        """Training slot: the settings of one ``train`` call from the number of training bags and the values
+        given (None = derive); :func:`hcitools.train._mil_plan.scaled_defaults`."""
+        return scaled_defaults(n_train, **given)
 
     # ------------------------------------------------------------------------------------------------ queries
     @torch.inference_mode()

@@ -1,10 +1,13 @@
-"""Training plan of the MIL classifiers: AdamW + cosine annealing, per-assay validation AUROC."""
+"""Training plan of the MIL classifiers: AdamW, linear warm-up then cosine decay by step, per-assay validation AUROC;
+the rule that scales the training defaults with the number of training bags (:func:`scaled_defaults`)."""
 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import lightning.pytorch as pl
 import numpy as np
@@ -18,6 +21,87 @@ from .._utils import logger
 from ._weighting import TaskWeighting, make_weighting
 
 VAL_MEAN_AUROC = "validation_mean_auroc"
+VAL_LOSS = "validation_loss"
+
+#: The rule of :func:`scaled_defaults` (see its docstring and ``MILModelBase.train``).
+STEPS_PER_EPOCH_TARGET = 8  # batch size ≈ n_train / 8 for small data: ~8 optimiser steps per epoch
+MIN_BATCH_SIZE, MAX_BATCH_SIZE = 8, 256
+STEP_BUDGET = 2000  # optimiser steps the default max_epochs aims at
+MIN_EPOCHS, MAX_EPOCHS = 20, 300
+LR_WARMUP_FRACTION = 0.05  # of the total optimiser steps
+EARLY_STOP_WARMUP_FRACTION = 0.2  # of max_epochs: no early stop before
+PATIENCE_FRACTION, MIN_PATIENCE = 0.1, 10  # of max_epochs
+MIN_VALIDATION_CLASS = 10  # auto monitor: AUROC only when Σ_primary min(n_pos, n_neg) reaches this
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """Training settings for one ``train`` call, as :func:`scaled_defaults` derives them."""
+
+    batch_size: int
+    steps_per_epoch: int
+    max_epochs: int
+    lr_warmup_steps: int
+    warmup_epochs: int
+    patience: int
+
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps of ``max_epochs`` epochs (single process)."""
+        return self.steps_per_epoch * self.max_epochs
+
+
+def scaled_defaults(
+    n_train: int,
+    *,
+    batch_size: int | None = None,
+    max_epochs: int | None = None,
+    lr_warmup_steps: int | None = None,
+    warmup_epochs: int | None = None,
+    patience: int | None = None,
+) -> TrainingDefaults:
+    """The training defaults for ``n_train`` training bags; a value given (not None) is kept as it is.
+
+    - ``batch_size = min(256, max(8, n_train // 8))``: about 8 optimiser steps per epoch on small data sets
+      (a 100-bag set gets 12-bag batches, not a single 256-bag step per epoch), the paper's 256 bags from
+      2,048 training bags on.
+    - ``steps_per_epoch = ceil(n_train / batch_size)``.
+    - ``max_epochs = clip(ceil(2000 / steps_per_epoch), 20, 300)``: a budget of about 2,000 optimiser steps,
+      at least 20 epochs (every bag seen 20 times on large screens: 100,000 bags → 7,820 steps) and at most 300.
+    - ``lr_warmup_steps = ceil(0.05 · steps_per_epoch · max_epochs)``: linear learning-rate warm-up over the
+      first 5 % of the steps, then cosine decay to 0 at the last step (:meth:`MILTrainingPlan.lr_factor`).
+    - ``warmup_epochs = ceil(0.2 · max_epochs)``: no early stop in the first 20 % of the epochs.
+    - ``patience = max(10, ceil(0.1 · max_epochs))`` validation epochs without improvement.
+
+    Parameters
+    ----------
+    n_train
+        Number of (labelled) training bags.
+    batch_size, max_epochs, lr_warmup_steps, warmup_epochs, patience
+        Values given by the user (kept), or None (derived as above, from the values given).
+
+    Returns
+    -------
+    The settings as a :class:`TrainingDefaults`.
+    """
+    n_train = int(n_train)
+    if n_train < 1:
+        raise ValueError(f"`n_train` must be ≥ 1 training bag, got {n_train}.")
+    if batch_size is None:
+        batch_size = min(MAX_BATCH_SIZE, max(MIN_BATCH_SIZE, n_train // STEPS_PER_EPOCH_TARGET))
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    if max_epochs is None:
+        max_epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(STEP_BUDGET / steps_per_epoch)))
+    if lr_warmup_steps is None:
+        lr_warmup_steps = math.ceil(LR_WARMUP_FRACTION * steps_per_epoch * max_epochs)
+    if warmup_epochs is None:
+        warmup_epochs = math.ceil(EARLY_STOP_WARMUP_FRACTION * max_epochs)
+    if patience is None:
+        patience = max(MIN_PATIENCE, math.ceil(PATIENCE_FRACTION * max_epochs))
+    return TrainingDefaults(
+        int(batch_size), int(steps_per_epoch), int(max_epochs), int(lr_warmup_steps), int(warmup_epochs),
+        int(patience),
+    )  # fmt: skip
 
 
 def per_task_auroc(prob: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
@@ -63,9 +147,12 @@ class MILTrainingPlan(pl.LightningModule):
     primary_assays
         Assays whose mean validation AUROC selects the model (default: all).
     lr, weight_decay
-        AdamW parameters.
+        AdamW parameters; ``lr`` is the peak learning rate of the schedule.
     max_epochs
-        Period of the cosine annealing schedule.
+        Kept for reference; the schedule runs over the trainer's optimiser steps
+        (``trainer.estimated_stepping_batches``, i.e. ``max_epochs`` × batches per epoch and process).
+    lr_warmup_steps
+        Optimiser steps of linear learning-rate warm-up before the cosine decay (0: none); see :meth:`lr_factor`.
     bag_groups
         Group (compound) of every bag, indexed by bag index (``batch["bag_index"]``), i.e. an array over all bags
         of the data, not only the validation bags; validation probabilities are averaged per group before AUROC.
@@ -88,6 +175,7 @@ class MILTrainingPlan(pl.LightningModule):
         lr: float = 1e-4,
         weight_decay: float = 5e-4,
         max_epochs: int = 100,
+        lr_warmup_steps: int = 0,
         bag_groups: np.ndarray | None = None,
         pos_weight: torch.Tensor | None = None,
         weighting: str | TaskWeighting = "equal",
@@ -99,6 +187,7 @@ class MILTrainingPlan(pl.LightningModule):
         primary = list(primary_assays) if primary_assays is not None else self.assays
         self.primary_index = np.array([self.assays.index(a) for a in primary])
         self.lr, self.weight_decay, self.max_epochs = lr, weight_decay, max_epochs
+        self.lr_warmup_steps = int(lr_warmup_steps)
         self.bag_groups = None if bag_groups is None else np.asarray(bag_groups)
         self.weighting = make_weighting(weighting, len(self.assays), weighting_kwargs)
         self.register_buffer(
@@ -152,7 +241,7 @@ class MILTrainingPlan(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         inference, loss, *_, n = self._step(batch)
-        self.log("validation_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log(VAL_LOSS, loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self._val_prob.append(torch.sigmoid(inference[MODULE_KEYS.LOGITS]).detach().float())
         self._val_labels.append(batch[MIL_KEYS.LABELS].detach())
         self._val_bags.append(batch[MIL_KEYS.BAG_INDEX].detach())
@@ -207,8 +296,26 @@ class MILTrainingPlan(pl.LightningModule):
         params = [p for p in self.module.parameters() if p.requires_grad]
         params += [p for p in self.weighting.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.max_epochs))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
+        total = int(total) if math.isfinite(total) else self.lr_warmup_steps + 1
+        warmup = self.lr_warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: self.lr_factor(step, warmup_steps=warmup, total_steps=total)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @staticmethod
+    def lr_factor(step: int, *, warmup_steps: int, total_steps: int) -> float:
+        """Learning rate of optimiser step ``step`` (0-based) as a fraction of ``lr``.
+
+        ``(step + 1) / warmup_steps`` during the warm-up (``step < warmup_steps``: linear up to ``lr`` at the
+        last warm-up step), then ``0.5 · (1 + cos(π · (step − warmup_steps) / (total_steps − warmup_steps)))``:
+        cosine decay from ``lr`` to 0 at the end of training (``total_steps`` optimiser steps).
+        """
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
 
 
 class EarlyStopping(LoudEarlyStopping):
