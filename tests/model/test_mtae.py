@@ -204,12 +204,6 @@ def test_query_conditions_mapped_by_name(trained):
         model.reconstruct(unknown)
 
 
-def test_predict_input_must_be_controls(trained):
-    adata, model, _ = trained
-    with pytest.raises(ValueError, match="must be control cells"):
-        model.predict(adata, condition="drug_1")
-
-
 def test_saved_fixture_keeps_loading():
     """tests/data/saved_mtae (made by tests/data/make_saved_mtae.py) loads with and without query data and
     predicts what it predicted when it was saved."""
@@ -229,34 +223,116 @@ def test_saved_fixture_keeps_loading():
 
 
 # ------------------------------------------------------------------------------------------------- validate, then mutate
+def _snapshot(adata):
+    """What a failed call must leave unchanged: X, obs values and dtypes, obsm keys, uns keys."""
+    X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.array(adata.X)
+    return X, adata.obs.copy(), adata.obs.dtypes.copy(), set(adata.obsm), set(adata.uns)
+
+
+def _assert_unchanged(adata, snap):
+    X, obs, dtypes, obsm, uns = snap
+    now = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    np.testing.assert_array_equal(now, X)
+    pd.testing.assert_frame_equal(adata.obs, obs)
+    pd.testing.assert_series_equal(adata.obs.dtypes, dtypes)
+    assert set(adata.obsm) == obsm and set(adata.uns) == uns
+
+
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "error"),
     [
-        {"max_epochs": -1},
-        {"max_epochs": 0},
-        {"max_epochs": 2.5},
-        {"max_epochs": True},
-        {"batch_size": 0},
-        {"lr": 0.0},
-        {"lr": float("nan")},
-        {"validation_size": 1.0},
-        {"seed": 1.5},
-        {"pretrain_epochs": 1},  # not a PlusOT variant
+        ({"max_epochs": -1}, ValueError),  # Lightning reads -1 as "train forever"
+        ({"max_epochs": 0}, ValueError),  # Lightning reads 0 as "no training"
+        ({"max_epochs": "5"}, TypeError),
+        ({"max_epochs": 2.5}, TypeError),
+        ({"max_epochs": True}, TypeError),
+        ({"batch_size": 0}, ValueError),
+        ({"batch_size": "128"}, TypeError),
+        ({"lr": 0.0}, ValueError),
+        ({"lr": float("nan")}, ValueError),
+        ({"lr": "1e-3"}, TypeError),
+        ({"weight_decay": -1.0}, ValueError),
+        ({"validation_size": 1.0}, ValueError),
+        ({"validation_size": -0.1}, ValueError),
+        ({"seed": 1.5}, TypeError),
+        ({"seed": -1}, ValueError),
+        ({"enable_progress_bar": "yes"}, TypeError),
+        ({"accelerator": "cuda:0"}, ValueError),
+        ({"accelerator": 3}, TypeError),
+        ({"devices": 0}, ValueError),
+        ({"max_epoch": 3}, TypeError),  # a misspelt argument lands in **trainer_kwargs
+        ({"pretrain_epochs": 1}, ValueError),  # not a PlusOT variant
     ],
 )
-def test_bad_train_args_change_nothing(kwargs):
+def test_bad_train_args_change_nothing(kwargs, error):
     adata = _small()
     ht.model.MTAe.setup_anndata(adata)
     model = ht.model.MTAe(adata, variant="MTAeAdv", n_latent=4, n_hidden=8)
     weights = {k: v.clone() for k, v in model.module.state_dict().items()}
+    snap = _snapshot(adata)
     torch_state, np_state = torch.get_rng_state(), np.random.get_state()  # noqa: NPY002 (the global state seeding would change)
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
-        model.train(**{"max_epochs": 1, **kwargs}, **QUIET)
+    name = next(iter(kwargs)).removesuffix("_epoch")
+    with pytest.raises(error, match=name):
+        model.train(**{"max_epochs": 1, **QUIET, **kwargs})
     assert torch.equal(torch.get_rng_state(), torch_state)
     assert np.array_equal(np.random.get_state()[1], np_state[1])  # noqa: NPY002
     for k, v in model.module.state_dict().items():
         assert torch.equal(v, weights[k]), k
     assert model.history is None and not model.is_trained
+    _assert_unchanged(adata, snap)
+
+
+def test_train_message_names_the_fix():
+    adata = _small()
+    ht.model.MTAe.setup_anndata(adata)
+    model = ht.model.MTAe(adata, n_latent=4, n_hidden=8)
+    with pytest.raises(TypeError, match=r"got '5' \(str\)\. Pass the number itself: `max_epochs=5`"):
+        model.train(max_epochs="5")
+
+
+def test_train_is_quiet_below_info(capfd, caplog):
+    """No Lightning banner ("GPU available", tips) at the default verbosity, and the progress bar follows
+    ht.settings (none at "error"); at "info" the banner is back."""
+    adata = _small()
+    ht.model.MTAe.setup_anndata(adata)
+    model = ht.model.MTAe(adata, n_latent=4, n_hidden=8)
+    logging.getLogger("lightning.pytorch").setLevel(logging.NOTSET)  # the module-level quieting off
+    old = ht.settings.verbosity
+
+    def banner() -> bool:
+        shown = "GPU available" in caplog.text or "Tip" in caplog.text
+        caplog.clear()
+        return shown
+
+    try:
+        caplog.set_level(logging.INFO)
+        ht.settings.verbosity = "error"
+        capfd.readouterr()
+        model.train(max_epochs=1)
+        out = capfd.readouterr()
+        assert not banner() and "Epoch" not in out.err + out.out  # no progress bar at "error"
+        ht.settings.verbosity = "warning"
+        model.train(max_epochs=1)
+        out = capfd.readouterr()
+        assert not banner() and "Epoch 1/1" in out.err + out.out
+        ht.settings.verbosity = "info"
+        model.train(max_epochs=1, enable_progress_bar=False)
+        assert banner()
+    finally:
+        ht.settings.verbosity = old
+        logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+
+def test_small_groups_warn_once():
+    adata = _small(n_cells=6)  # 6 cells per (cell type, condition)
+    ht.model.MTAe.setup_anndata(adata)
+    model = ht.model.MTAe(adata, n_latent=4, n_hidden=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(max_epochs=1, **QUIET)
+    ours = [w for w in caught if "fewer than 10 cells" in str(w.message)]
+    assert len(ours) == 1 and "type_0 / control (6)" in str(ours[0].message)
+    assert ours[0].filename == __file__  # attributed to the caller, not to hcitools
 
 
 def test_plus_ot_pretrain_epochs_checked_before_training():
@@ -274,26 +350,111 @@ def test_init_arguments():
     model = ht.model.MTAe(adata, n_latent=4, n_hidden=16)  # an int is one hidden layer
     assert model.init_params_["non_kwargs"]["n_hidden"] == (16,)
     assert model.module.z_mean.in_features == 16
-    with pytest.raises(TypeError, match="n_hidden"):
-        ht.model.MTAe(adata, n_hidden="64")
-    with pytest.raises(ValueError, match="n_hidden"):
-        ht.model.MTAe(adata, n_hidden=(16, 0))
-    with pytest.raises(ValueError, match="ot_reg"):
-        ht.model.MTAe(adata, variant="MTAeOT", ot_reg=0.0)
-    with pytest.raises(ValueError, match="variant"):
-        ht.model.MTAe(adata, variant="MTGan")
-    with pytest.raises(ValueError, match="film_layers"):
-        ht.model.MTAe(adata, n_hidden=(32,), film_layers=3)
+    assert ht.model.MTAe(adata, n_hidden=64).module.z_mean.in_features == 64
 
 
-def test_bad_setup():
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n_hidden": "64"}, TypeError, "n_hidden"),
+        ({"n_hidden": (16, 0)}, ValueError, "n_hidden"),
+        ({"n_hidden": ()}, ValueError, "n_hidden"),
+        ({"n_hidden": (16.0,)}, TypeError, "n_hidden"),
+        ({"n_latent": "8"}, TypeError, "n_latent"),
+        ({"n_latent": 0}, ValueError, "n_latent"),
+        ({"film_layers": 3, "n_hidden": (32,)}, ValueError, "film_layers"),
+        ({"film_layers": True}, TypeError, "film_layers"),
+        ({"film_encoder": 1}, TypeError, "film_encoder"),
+        ({"dropout": 1.0}, ValueError, "dropout"),
+        ({"dropout": "0.1"}, TypeError, "dropout"),
+        ({"adversarial_weight": -1.0}, ValueError, "adversarial_weight"),
+        ({"n_discriminator_steps": 0}, ValueError, "n_discriminator_steps"),
+        ({"kl_weight": float("inf")}, ValueError, "kl_weight"),
+        ({"ot_method": "exact"}, ValueError, "ot_method"),
+        ({"ot_sampling": "max"}, ValueError, "ot_sampling"),
+        ({"ot_reg": 0.0, "variant": "MTAeOT"}, ValueError, "ot_reg"),
+        ({"n_pca": 2.0}, TypeError, "n_pca"),
+        ({"variant": "MTGan"}, ValueError, "variant"),
+    ],
+)
+def test_bad_init_args(kwargs, error, match):
     adata = _small()
-    with pytest.raises(ValueError, match="no control cells"):
-        ht.model.MTAe.setup_anndata(adata, control_value="ctrl")
+    ht.model.MTAe.setup_anndata(adata)
+    snap = _snapshot(adata)
+    with pytest.raises(error, match=match):
+        ht.model.MTAe(adata, **kwargs)
+    _assert_unchanged(adata, snap)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"control_value": "ctrl"}, ValueError, "no control cells"),
+        ({"control_value": ["control"]}, TypeError, "control_value"),
+        ({"condition_key": "treatment"}, KeyError, "condition_key"),
+        ({"cell_type_key": "celltype"}, KeyError, "cell_type_key"),
+        ({"cell_type_key": 3}, TypeError, "cell_type_key"),
+        ({"layer": "lognorm"}, KeyError, "layer"),
+    ],
+)
+def test_bad_setup(kwargs, error, match):
+    adata = _small()
+    snap = _snapshot(adata)
+    with pytest.raises(error, match=match):
+        ht.model.MTAe.setup_anndata(adata, **kwargs)
+    _assert_unchanged(adata, snap)
+
+
+def test_bad_setup_data():
+    adata = _small()
     with pytest.raises(ValueError, match="only the control"):
         ht.model.MTAe.setup_anndata(_controls(adata))  # training data needs perturbed cells
-    with pytest.raises(TypeError, match="control_value"):
-        ht.model.MTAe.setup_anndata(adata, control_value=["control"])
+    with pytest.raises(TypeError, match="adata"):
+        ht.model.MTAe.setup_anndata(adata.X)
+    negative = adata.copy()
+    negative.X = negative.X - 1.0
+    snap = _snapshot(negative)
+    with pytest.raises(ValueError, match="negative"):
+        ht.model.MTAe.setup_anndata(negative)
+    _assert_unchanged(negative, snap)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"condition": "drug_5"}, ValueError, r"drug_5.*knows"),
+        ({"condition": "drug_1", "batch_size": "64"}, TypeError, "batch_size"),
+        ({"condition": "drug_1", "batch_size": 0}, ValueError, "batch_size"),
+    ],
+)
+def test_bad_predict_args_change_nothing(trained, kwargs, error, match):
+    _, model, _ = trained
+    ctrl = _controls(_small())
+    snap = _snapshot(ctrl)
+    with pytest.raises(error, match=match):
+        model.predict(ctrl, **kwargs)
+    _assert_unchanged(ctrl, snap)
+
+
+def test_predict_needs_an_anndata_of_controls(trained):
+    _, model, _ = trained
+    with pytest.raises(TypeError, match="adata_ctrl"):
+        model.predict(_controls(_small()).X, condition="drug_1")
+    perturbed = _small()
+    snap = _snapshot(perturbed)
+    with pytest.raises(ValueError, match=r"must be control cells.*Select the controls"):
+        model.predict(perturbed, condition="drug_1")
+    _assert_unchanged(perturbed, snap)
+
+
+def test_predictions_stay_non_negative(trained):
+    """Softplus output: predictions are in the domain of log-normalised expression, for every condition, even from
+    controls far outside the training range."""
+    _, model, _ = trained
+    ctrl = _controls(_small(seed=5))
+    ctrl.X = ctrl.X * 5.0  # far outside what the model saw
+    for condition in model.conditions:
+        assert (model.predict(ctrl, condition=condition).X >= 0).all()
 
 
 # ------------------------------------------------------------------------------------------------- what defines each variant

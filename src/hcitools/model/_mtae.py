@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import warnings
@@ -20,11 +21,12 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from .._constants import PERTURBATION_KEYS, PERTURBATION_REGISTRY_KEYS
-from .._utils import quiet_loggers, to_dense
+from .._utils import progress_bar_default, quiet_loggers, third_party_quiet, to_dense, warn
 from .._validate import _preview, check_anndata, check_obs_keys, get_rep, validate_perturbation
 from ..dataloaders import PairedDataSplitter
 from ..module import MTAeModule
 from ..module._mtae import X_HAT_KEY, Z_KEY
+from ..tl._perturbation import _is_int, check_int_arg, check_real_arg, check_seed_arg
 from ..train import MTAeTrainingPlan
 from ..train._run import history_file_dir, run_training, seed_and_reset
 from .base import FORMAT_VERSION, PersistenceMixin
@@ -99,23 +101,15 @@ class _CellTypeField(CategoricalObsField):
 
 
 # ------------------------------------------------------------------------------------------------- checks
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-
-
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"`{name}` must be an int ≥ {minimum}, got {value!r}.")
+    check_int_arg(name, value, minimum)
 
 
 def _check_float(
     name: str, value: Any, low: float, high: float = math.inf, *, low_open: bool = False
 ) -> None:
-    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value > low if low_open else value >= low) and value < high
-    if not ok:
-        bound = f"{'>' if low_open else '≥'} {low}" + (f" and < {high}" if high != math.inf else "")
-        raise ValueError(f"`{name}` must be a finite number {bound}, got {value!r}.")
+    """A finite number in [low, high) (or (low, high) with ``low_open``)."""
+    check_real_arg(name, value, low, high, low_open=low_open, high_open=high != math.inf)
 
 
 def _as_widths(n_hidden: Any) -> tuple[int, ...]:
@@ -126,7 +120,11 @@ def _as_widths(n_hidden: Any) -> tuple[int, ...]:
         raise TypeError(
             f"`n_hidden` must be an int or a sequence of ints (hidden widths, e.g. (512, 256)), got {n_hidden!r}."
         )
-    if len(n_hidden) == 0 or not all(_is_int(w) and w >= 1 for w in n_hidden):
+    if not all(_is_int(w) for w in n_hidden):
+        raise TypeError(
+            f"`n_hidden` must hold int widths, got {n_hidden!r}; pass e.g. `n_hidden=(512, 256)` or `n_hidden=64`."
+        )
+    if len(n_hidden) == 0 or not all(w >= 1 for w in n_hidden):
         raise ValueError(f"`n_hidden` must hold at least one positive int width, got {n_hidden!r}.")
     return tuple(int(w) for w in n_hidden)
 
@@ -142,6 +140,57 @@ def _check_query_data(adata: AnnData, condition_key: str, cell_type_key: str, la
         raise ValueError(
             "Expression values are negative: MTAe expects log-normalised expression (e.g. "
             "`sc.pp.normalize_total(adata); sc.pp.log1p(adata)`), as in training."
+        )
+
+
+def _check_trainer_args(accelerator: Any, devices: Any, trainer_kwargs: dict) -> None:
+    """Lightning's options, checked before training changes anything (Lightning itself would raise only after
+    the model was re-seeded and re-initialised)."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+    from lightning.pytorch.accelerators.accelerator import Accelerator
+
+    if isinstance(accelerator, str):
+        names = ["auto", "gpu", *AcceleratorRegistry.available_accelerators()]
+        if accelerator not in names:
+            raise ValueError(
+                f"`accelerator` must be one of {names} (or a Lightning Accelerator), got {accelerator!r}."
+            )
+    elif not isinstance(accelerator, Accelerator):
+        raise TypeError(
+            f"`accelerator` must be a str such as 'auto' or 'cpu', got {type(accelerator).__name__}."
+        )
+    if isinstance(devices, bool) or not isinstance(devices, int | str | list | tuple):
+        raise TypeError(f"`devices` must be 'auto', an int or a list of device ids, got {devices!r}.")
+    if (_is_int(devices) and devices < -1) or devices == 0:
+        raise ValueError(f"`devices` must be 'auto', -1 (all) or an int ≥ 1, got {devices!r}.")
+    ours = {"max_epochs", "enable_progress_bar", "accelerator", "devices"}
+    clash = sorted(set(trainer_kwargs) & ours)
+    if clash:
+        raise TypeError(f"Pass {clash} as `train`'s own arguments, not through trainer_kwargs.")
+    import lightning.pytorch as pl
+    from scvi.train import Trainer
+
+    known = set(inspect.signature(pl.Trainer.__init__).parameters) | set(
+        inspect.signature(Trainer.__init__).parameters
+    )
+    known |= {"log_save_dir"}
+    unknown = sorted(set(trainer_kwargs) - known)
+    if unknown:
+        raise TypeError(
+            f"`train` got unknown arguments {unknown}: they are neither `train`'s nor Lightning Trainer options."
+        )
+
+
+def _warn_small_groups(strata_names: pd.Series) -> None:
+    """One warning naming the (cell type, condition) groups with fewer than 10 cells."""
+    counts = strata_names.value_counts()
+    small = counts[counts < 10]
+    if len(small):
+        shown = ", ".join(f"{k} ({n})" for k, n in small.sort_values().head(8).items())
+        warn(
+            f"MTAe.train: {len(small)} (cell type, condition) groups have fewer than 10 cells: {shown}"
+            f"{', …' if len(small) > 8 else ''}. So few cells give the model little to learn that condition from "
+            "and no reliable validation; merge or drop those groups, or read their predictions with care."
         )
 
 
@@ -466,7 +515,9 @@ class MTAe(PersistenceMixin, BaseModelClass):
             raise ValueError(f"`variant` must be one of {list(VARIANTS)}, got {variant!r}.")
         n_hidden = _as_widths(n_hidden)
         _check_int("n_latent", n_latent, 1)
-        if film_layers is not None and (not _is_int(film_layers) or not 0 <= film_layers <= len(n_hidden)):
+        if film_layers is not None:
+            check_int_arg("film_layers", film_layers)
+        if film_layers is not None and not 0 <= film_layers <= len(n_hidden):
             raise ValueError(
                 f"`film_layers` must be None or between 0 and {len(n_hidden)} (the decoder's hidden layers), got "
                 f"{film_layers!r}."
@@ -529,7 +580,9 @@ class MTAe(PersistenceMixin, BaseModelClass):
     def _condition_code(self, condition: Any) -> int:
         codes = [i for i, c in enumerate(self.conditions) if c == condition]
         if not codes:
-            raise ValueError(f"Unknown `condition` {condition!r}; the model knows {self.conditions}.")
+            raise ValueError(
+                f"Unknown `condition` {condition!r}; the model knows {self.conditions}. Pass one of them (by name)."
+            )
         return codes[0]
 
     @property
@@ -582,16 +635,15 @@ class MTAe(PersistenceMixin, BaseModelClass):
 
     # --------------------------------------------------------------------------------------------- train
     def _check_train_args(self, max_epochs, batch_size, lr, weight_decay, seed, validation_size, pretrain_epochs,
-                          enable_progress_bar) -> list[tuple[str, int]]:  # fmt: skip
+                          enable_progress_bar, accelerator, devices, trainer_kwargs) -> list[tuple[str, int]]:  # fmt: skip
         _check_int("max_epochs", max_epochs, 1)
         _check_int("batch_size", batch_size, 1)
         _check_float("lr", lr, 0.0, low_open=True)
         _check_float("weight_decay", weight_decay, 0.0)
-        if not _is_int(seed):
-            raise ValueError(f"`seed` must be an int, got {seed!r}.")
+        check_seed_arg("seed", seed)
         _check_float("validation_size", validation_size, 0.0, 1.0)
-        if not isinstance(enable_progress_bar, bool):
-            raise TypeError(f"`enable_progress_bar` must be a bool, got {enable_progress_bar!r}.")
+        progress_bar_default(enable_progress_bar)  # True, False or None
+        _check_trainer_args(accelerator, devices, trainer_kwargs)
         if self.adata_manager is None:
             raise ValueError(
                 "This model has no data to train on (loaded with `adata=False`); pass `adata=` to load."
@@ -603,7 +655,8 @@ class MTAe(PersistenceMixin, BaseModelClass):
                 )
             return [("ot" if self.ot_mode == "ot" else "reconstruction", int(max_epochs))]
         pre = max_epochs // 2 if pretrain_epochs is None else pretrain_epochs
-        if not _is_int(pre) or not 0 <= pre <= max_epochs:
+        check_int_arg("pretrain_epochs", pre)
+        if not 0 <= pre <= max_epochs:
             raise ValueError(
                 f"`pretrain_epochs` must be an int between 0 and `max_epochs` ({max_epochs}), got {pre!r}."
             )
@@ -621,24 +674,27 @@ class MTAe(PersistenceMixin, BaseModelClass):
         devices: int | str = "auto",
         validation_size: float = 0.1,
         pretrain_epochs: int | None = None,
-        enable_progress_bar: bool = True,
+        enable_progress_bar: bool | None = None,
         **trainer_kwargs,
     ) -> None:
         """Train with Adam (and alternating discriminator steps for the Adv variants).
 
         Every argument and the data are checked, and the cells split and OT-paired, before anything changes: a
-        call that raises leaves the model and the random state as they were.
+        call that raises leaves the model and the random state as they were. A wrong type raises a TypeError
+        (e.g. ``max_epochs="5"``), a value out of range a ValueError (e.g. ``max_epochs=0`` or ``-1``, which
+        Lightning would read as "no training" or "train forever"). A warning is issued (once per call) when a
+        (cell type, condition) group has fewer than 10 cells: too few to train on and to validate with.
 
         Parameters
         ----------
         max_epochs
             Epochs in all (PlusOT: pre-training + fine-tuning), an int ≥ 1.
         batch_size
-            Cells (or OT pairs) per batch.
+            Cells (or OT pairs) per batch, an int ≥ 1.
         lr, weight_decay
-            Adam parameters.
+            Adam parameters (lr > 0, weight_decay ≥ 0).
         seed
-            Seeds initialisation (before the first training), the split, the PCA, OT sampling, batch order and
+            An int in [0, 2³² − 1]. Seeds initialisation (before the first training), the split, the PCA, OT sampling, batch order and
             dropout.
         accelerator, devices
             Lightning's; ``"auto"`` uses a GPU when present.
@@ -649,7 +705,8 @@ class MTAe(PersistenceMixin, BaseModelClass):
             PlusOT variants only: epochs of MTAe pre-training before OT fine-tuning (default half of
             ``max_epochs``).
         enable_progress_bar
-            Show Lightning's progress bar.
+            Show Lightning's progress bar; ``None`` follows ``ht.settings.verbosity`` (a bar at every level but
+            ``"error"``). Lightning's device banner and tips show only at verbosity ``"info"`` and above.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer`, e.g. ``strategy="ddp"`` or ``"ddp_spawn"``: each process then
             loads its share of the cells or pairs, losses are averaged over processes, and for the Adv variants
@@ -671,10 +728,18 @@ class MTAe(PersistenceMixin, BaseModelClass):
             validation_size,
             pretrain_epochs,
             enable_progress_bar,
+            accelerator,
+            devices,
+            trainer_kwargs,
         )
+        enable_progress_bar = progress_bar_default(enable_progress_bar)
         cond = self._codes(PERTURBATION_REGISTRY_KEYS.CONDITION)
         groups = self._codes(PERTURBATION_REGISTRY_KEYS.CELL_TYPE)
         train_idx, val_idx = _split_cells(groups * len(self.conditions) + cond, validation_size, seed)
+        group_names = self._state(PERTURBATION_REGISTRY_KEYS.CELL_TYPE)[_MAPPING]
+        _warn_small_groups(
+            pd.Series([f"{group_names[g]} / {self.conditions[c]}" for g, c in zip(groups, cond, strict=True)])
+        )
         pos_weight = None
         if self.module.adversary == "condition":
             n_ctrl = int((cond[train_idx] == self._control_code).sum())
@@ -722,7 +787,13 @@ class MTAe(PersistenceMixin, BaseModelClass):
             )  # fmt: skip
             validation = {"check_val_every_n_epoch": 1} if splitter.n_val else {"limit_val_batches": 0}
             # a spawn-based strategy returns the history only through the file of process 0
-            with history_file_dir({**validation, "log_every_n_steps": 1, **trainer_kwargs}) as kwargs:
+            with (
+                history_file_dir({**validation, "log_every_n_steps": 1, **trainer_kwargs}) as kwargs,
+                third_party_quiet(),
+                warnings.catch_warnings(),
+            ):
+                # MTAe trains without early stopping: scvi-tools' note that DDP disables it does not apply
+                warnings.filterwarnings("ignore", message="early_stopping was automatically disabled")
                 runner = self._train_runner_cls(
                     self,
                     training_plan=plan,
@@ -803,6 +874,8 @@ class MTAe(PersistenceMixin, BaseModelClass):
         ``obs``; ``uns["mtae_predict"]`` records the variant and the condition. ``adata_ctrl`` gets scvi-tools'
         registration fields (see the class docstring), nothing else.
         """
+        check_anndata(adata_ctrl, "adata_ctrl")
+        _check_int("batch_size", batch_size, 1)
         code = self._condition_code(condition)
         key, control = self._setup["condition_key"], self._setup["control_value"]
         check_obs_keys(adata_ctrl, {"condition_key": key})
@@ -821,6 +894,7 @@ class MTAe(PersistenceMixin, BaseModelClass):
 
     def reconstruct(self, adata: AnnData | None = None, *, batch_size: int = 1024) -> AnnData:
         """Reconstruct cells under their own condition (same layout as :meth:`predict`; any known conditions)."""
+        _check_int("batch_size", batch_size, 1)
         adata = self._query_data(adata)
         _, x_hat = self._forward(adata, None, batch_size)
         return self._output(x_hat, adata)
@@ -829,6 +903,7 @@ class MTAe(PersistenceMixin, BaseModelClass):
         self, adata: AnnData | None = None, *, batch_size: int = 1024
     ) -> np.ndarray:
         """Latent of each cell (the posterior mean for VAE variants): ndarray n_cells × n_latent."""
+        _check_int("batch_size", batch_size, 1)
         adata = self._query_data(adata)
         z, _ = self._forward(adata, None, batch_size)
         return z

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -10,7 +12,127 @@ from anndata import AnnData
 
 from .._constants import PERTURBATION_KEYS
 from .._utils import import_optional, logger, to_dense
-from .._validate import check_obs_keys, validate_perturbation
+from .._validate import check_anndata, validate_perturbation
+
+#: Baselines of :func:`predict_baseline`.
+BASELINES = ("identity", "mean_shift", "scgen")
+
+
+# ------------------------------------------------------------------------------------------------- argument checks
+# Small checks of the perturbation side (the MTAe model uses them too): a wrong type raises a TypeError, a value out
+# of range a ValueError; both name the argument, what was given and what to pass.
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _given(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _hint(name: str, value: Any) -> str:
+    """For a number given as a string: pass the number itself."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return ""
+        shown = int(number) if number.is_integer() else number
+        return f" Pass the number itself: `{name}={shown!r}`."
+    return ""
+
+
+def check_int_arg(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int, raising a TypeError for a non-int (bools and strings included) and a ValueError
+    outside ``[minimum, maximum]``."""
+    bounds = " and ".join(
+        b
+        for b in (
+            f"≥ {minimum}" if minimum is not None else "",
+            f"≤ {maximum}" if maximum is not None else "",
+        )
+        if b
+    )
+    if not _is_int(value):
+        raise TypeError(
+            f"`{name}` must be an int{' ' + bounds if bounds else ''}, got {_given(value)}.{_hint(name, value)}"
+        )
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"`{name}` must be an int {bounds}, got {value!r}.")
+    return int(value)
+
+
+def check_real_arg(
+    name: str, value: Any, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
+    high_open: bool = False,
+) -> float:  # fmt: skip
+    """``value`` as a finite float in the interval, raising a TypeError for a non-number (bools and strings
+    included) and a ValueError outside the interval or for NaN / inf."""
+    parts = []
+    if low != -math.inf:
+        parts.append(f"{'>' if low_open else '≥'} {low:g}")
+    if high != math.inf:
+        parts.append(f"{'<' if high_open else '≤'} {high:g}")
+    bound = "a finite number" + (" " + " and ".join(parts) if parts else "")
+    if not isinstance(value, int | float | np.integer | np.floating) or isinstance(value, bool | np.bool_):
+        raise TypeError(f"`{name}` must be {bound}, got {_given(value)}.{_hint(name, value)}")
+    ok = math.isfinite(value) and (value > low if low_open else value >= low)
+    ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        raise ValueError(f"`{name}` must be {bound}, got {value!r}.")
+    return float(value)
+
+
+def check_bool_arg(name: str, value: Any) -> bool:
+    """Raise a TypeError unless ``value`` is True or False."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"`{name}` must be True or False, got {_given(value)}.")
+    return bool(value)
+
+
+def check_choice_arg(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """Raise a ValueError unless ``value`` is one of ``choices``."""
+    if isinstance(value, list | dict | set) or not any(value == c for c in choices):
+        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
+    return value
+
+
+def check_seed_arg(name: str, value: Any) -> int:
+    """A seed: an int in [0, 2**32 − 1] (the range numpy and Lightning accept)."""
+    return check_int_arg(name, value, 0, 2**32 - 1)
+
+
+def check_names_arg(name: str, value: Any, choices: Sequence[str], *, allow_empty: bool = False) -> list[str]:
+    """A list or tuple of names, each one of ``choices`` (a single string is refused: it is not a list of names)."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise TypeError(
+            f"`{name}` must be a list or tuple of names from {list(choices)}, got {_given(value)}; for one name pass "
+            f"`{name}=({value!r},)`."
+        )
+    unknown = [v for v in value if v not in choices]
+    if unknown:
+        raise ValueError(f"`{name}` holds unknown names {unknown}; choose from {list(choices)}.")
+    duplicated = sorted({str(v) for i, v in enumerate(value) if v in list(value)[:i]})
+    if duplicated:
+        raise ValueError(f"`{name}` names {duplicated} more than once; name each once.")
+    if not value and not allow_empty:
+        raise ValueError(f"`{name}` is empty; pass at least one of {list(choices)}.")
+    return list(value)
+
+
+def _check_keys(adata: AnnData, *, condition_key: Any, cell_type_key: Any, control_value: Any) -> None:
+    """The data and key checks every perturbation tool starts with (the keys are strings, the columns exist, controls
+    and one perturbed condition are present, expression is finite and non-negative)."""
+    check_anndata(adata)
+    for name, value in (("condition_key", condition_key), ("cell_type_key", cell_type_key)):
+        if not isinstance(value, str):
+            raise TypeError(f"`{name}` must be the name of an obs column (a str), got {_given(value)}.")
+    if isinstance(control_value, list | tuple | set | dict | np.ndarray):
+        raise TypeError(
+            f"`control_value` must be one value of adata.obs[{condition_key!r}], got {_given(control_value)}."
+        )
+    validate_perturbation(
+        adata, condition_key=condition_key, cell_type_key=cell_type_key, control_value=control_value
+    )
 
 
 def _resolve_condition(adata: AnnData, condition: Any, *, condition_key: str, control_value: Any) -> Any:
@@ -25,6 +147,10 @@ def _resolve_condition(adata: AnnData, condition: Any, *, condition_key: str, co
                 f"({sorted(map(str, perturbed))[:10]}); pass `condition=` the one to evaluate."
             )
         return perturbed[0]
+    if isinstance(condition, list | tuple | set | dict | np.ndarray):
+        raise TypeError(
+            f"`condition` must be one value of adata.obs[{condition_key!r}], got {_given(condition)}."
+        )
     if condition == control_value or not any(condition == v for v in perturbed):
         raise ValueError(
             f"`condition` {condition!r} must be a perturbed value of adata.obs[{condition_key!r}]; perturbed "
@@ -72,28 +198,31 @@ def split_ood(
     ``(train, ctrl_target, stim_target)``: new AnnData objects (copies). ``train.uns["split_ood"]`` records the
     target, the condition and whether the target's controls were trained on.
     """
-    validate_perturbation(
-        adata, condition_key=condition_key, cell_type_key=cell_type_key, control_value=control_value
-    )
-    check_obs_keys(adata, {"cell_type_key": cell_type_key})
+    _check_keys(adata, condition_key=condition_key, cell_type_key=cell_type_key, control_value=control_value)
+    check_bool_arg("train_on_target_control", train_on_target_control)
     ct = adata.obs[cell_type_key].to_numpy()
     cond = adata.obs[condition_key].to_numpy()
-    if target not in set(ct):
+    if isinstance(target, list | tuple | set | np.ndarray) or not any(target == v for v in pd.unique(ct)):
         raise ValueError(
-            f"`target` {target!r} is not a value of adata.obs[{cell_type_key!r}]; values: {sorted(map(str, set(ct)))}."
+            f"`target` {target!r} is not a value of adata.obs[{cell_type_key!r}]; values: {sorted(map(str, set(ct)))}. "
+            "Pass one cell type."
         )
     condition = _resolve_condition(adata, condition, condition_key=condition_key, control_value=control_value)
     is_target = ct == target
     ctrl_mask = is_target & (cond == control_value)
     stim_mask = is_target & (cond == condition)
     if not ctrl_mask.any() or not stim_mask.any():
-        raise ValueError(f"Cell type {target!r} needs both control and {condition!r} cells to be evaluated.")
-    train_mask = ~is_target | ((cond == control_value) & train_on_target_control)
+        raise ValueError(
+            f"Cell type {target!r} (argument `target`) needs both control and {condition!r} cells to be evaluated; it "
+            f"has {int(ctrl_mask.sum())} control and {int(stim_mask.sum())} {condition!r} cells. Hold out another "
+            "cell type."
+        )
+    train_mask = ~is_target | ((cond == control_value) & bool(train_on_target_control))
     train = adata[train_mask].copy()
     train.uns["split_ood"] = {
         "target": str(target),
         "condition": str(condition),
-        "train_on_target_control": train_on_target_control,
+        "train_on_target_control": bool(train_on_target_control),
     }
     logger.info(
         f"split_ood: {train.n_obs} training cells; held out {int(stim_mask.sum())} {condition} cells of {target!r}"
@@ -151,9 +280,11 @@ def predict_baseline(
     AnnData of predicted cells (one per control cell of the target, same ``var``; ``obs`` copied, except for
     scGen whose output rows are its own), with ``uns["baseline"]`` naming the method.
     """
-    if method not in ("identity", "mean_shift", "scgen"):
-        raise ValueError(f"`method` must be 'identity', 'mean_shift' or 'scgen', got {method!r}.")
-    check_obs_keys(adata, {"condition_key": condition_key})
+    check_choice_arg("method", method, BASELINES)
+    check_seed_arg("seed", seed)
+    check_int_arg("max_epochs", max_epochs, 1)
+    check_int_arg("batch_size", batch_size, 1)
+    _check_keys(adata, condition_key=condition_key, cell_type_key=cell_type_key, control_value=control_value)
     condition = _resolve_condition(adata, condition, condition_key=condition_key, control_value=control_value)
     train, ctrl, _ = split_ood(
         adata,
