@@ -600,6 +600,7 @@ def validate_hci(
     rep_key: str | None = None,
     layer: str | None = None,
     labels_key: str | None = None,
+    arg_names: Mapping[str, str] | None = None,
 ) -> None:
     """Validate an HCI screen against the hcitools data model.
 
@@ -620,9 +621,21 @@ def validate_hci(
         Where the embeddings are (``obsm[rep_key]``, ``layers[layer]`` or ``X``).
     labels_key
         obsm key of the assay labels; ``None`` skips the check.
+    arg_names
+        How the caller names these arguments, when it differs, e.g. ``{"plate_key": "batch_key", "compound_key":
+        "group_key"}``: messages about a missing column then name the caller's argument.
     """
     check_anndata(adata)
-    check_obs_keys(adata, {"plate_key": plate_key, "bag_key": bag_key, "compound_key": compound_key})
+    names = {
+        "plate_key": "plate_key",
+        "bag_key": "bag_key",
+        "compound_key": "compound_key",
+        **(arg_names or {}),
+    }
+    check_obs_keys(
+        adata,
+        {names["plate_key"]: plate_key, names["bag_key"]: bag_key, names["compound_key"]: compound_key},
+    )
     get_rep(adata, rep_key=rep_key, layer=layer)
     if bag_key is not None:
         check_bag_key(adata, bag_key, plate_key)
