@@ -130,3 +130,47 @@ def test_validate_perturbation():
     raw.X = raw.layers["counts"] * 100
     with pytest.warns(UserWarning, match="raw counts"):
         validate_perturbation(raw)
+
+
+def test_per_plate_bag_ids_point_to_make_bag_key(screen):
+    """Issue 11: labels varying within per-plate well ids are not a labelling problem; the fix is make_bag_key."""
+    with pytest.raises(ValueError, match=r"repeat across plates.*ht\.pp\.make_bag_key") as err:
+        check_labels(screen, "assays", "well_position")
+    assert "assign_labels" not in str(err.value)
+
+
+def test_argument_helpers():
+    from hcitools._validate import check_bool, check_choice, check_int, check_real
+
+    assert check_int(np.int64(3), "n", min=1) == 3
+    with pytest.raises(TypeError, match=r"`n` must be an integer ≥ 1, got '3' \(str\)\. Pass a number"):
+        check_int("3", "n", min=1)
+    with pytest.raises(TypeError, match="`n`"):
+        check_int(True, "n")
+    with pytest.raises(ValueError, match=r"`n` must be an integer ≥ 1 and ≤ 4, got 5"):
+        check_int(5, "n", min=1, max=4)
+    assert check_int(None, "n", allow_none=True) is None
+    assert check_real(1, "lr", min=0, min_inclusive=False) == 1.0
+    with pytest.raises(ValueError, match=r"`lr` must be a finite number > 0, got nan"):
+        check_real(float("nan"), "lr", min=0, min_inclusive=False)
+    with pytest.raises(TypeError, match="`copy` must be True or False, got 0"):
+        check_bool(0, "copy")
+    with pytest.raises(
+        ValueError, match=r"`how` must be one of 'mean', 'median'; got 'Mean' \(str\)\. Did you mean 'mean'"
+    ):
+        check_choice("Mean", "how", ("mean", "median"))
+
+
+def test_check_writable(tmp_path, screen):
+    import anndata as ad
+
+    from hcitools._validate import check_writable
+
+    check_writable(screen)  # in memory
+    screen.write_h5ad(tmp_path / "s.h5ad")
+    backed = ad.read_h5ad(tmp_path / "s.h5ad", backed="r")
+    with pytest.raises(ValueError, match=r"adata.to_memory\(\).*backed='r\+'"):
+        check_writable(backed, "X")
+    check_writable(backed, "obs")  # obs lives in memory
+    backed.file.close()
+    check_writable(ad.read_h5ad(tmp_path / "s.h5ad", backed="r+"), "X")

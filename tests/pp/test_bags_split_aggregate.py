@@ -139,3 +139,39 @@ def test_aggregate_sparse_equals_dense(screen, how):
     np.testing.assert_allclose(
         ht.pp.aggregate(screen, by="well", how=how, rep_key="emb").X, dense.X, rtol=1e-5, atol=1e-6
     )
+
+
+def test_aggregate_warns_when_wells_are_pooled_across_plates(screen):
+    """Issue 11: by="well_position" pools wells of different plates; the warning names the fix."""
+    import warnings
+
+    with pytest.warns(
+        UserWarning, match=r"pools wells of different plates.*by='well'.*make_bag_key"
+    ) as record:
+        ht.pp.aggregate(screen, by="well_position")
+    assert len(record) == 1
+    assert record[0].filename == __file__  # attributed to the caller's line, not to hcitools
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ht.pp.aggregate(screen, by="well")  # plate-qualified wells
+        ht.pp.aggregate(screen, by="compound")  # compounds span plates on purpose
+        ht.pp.aggregate(screen, by="well_position", plate_key=None)  # switched off
+
+
+def test_aggregate_labels_key(screen):
+    """A mistyped labels_key is an error; the default is carried over only when present."""
+    with pytest.raises(KeyError, match=r"'asays' \(argument `labels_key`\)"):
+        ht.pp.aggregate(screen, by="well", labels_key="asays")
+    del screen.obsm["assays"]
+    wells = ht.pp.aggregate(screen, by="well")  # default key absent: nothing to carry over
+    assert "assays" not in wells.obsm
+
+
+def test_split_compounds_control_value_case(screen):
+    """Issue 11: control_value="dmso" would deal the DMSO wells into the folds; it is refused, naming "DMSO"."""
+    with pytest.raises(ValueError, match=r"`control_value='dmso'`.*'DMSO' differs from it only in case"):
+        ht.pp.split_compounds(screen, method="random", control_value="dmso")
+    assert "fold" not in screen.obs
+    # a control value that matches nothing at all is legal (a screen without controls): DMSO is then a compound
+    ht.pp.split_compounds(screen, method="random", control_value="PBS")
+    assert (screen.obs.loc[screen.obs["compound"] == "DMSO", "fold"] >= 0).all()

@@ -151,3 +151,18 @@ def test_plate_normalizer_inductive(screen):
     with pytest.raises(ValueError, match="not fitted"):
         norm.transform(X[:3], np.array(["plate9"] * 3))
     assert isinstance(norm.degenerate_, pd.DataFrame)
+
+
+def test_spherize_refuses_singular_covariance_without_epsilon():
+    """Issue 11: epsilon=0 with as many features as controls filled X with NaN/inf; now refused, X untouched."""
+    adata = ht.datasets.synthetic_hci(
+        20, n_assays=3, n_primary=1, n_plates=3, n_features=8, n_control_wells=4
+    )
+    wells = ht.pp.aggregate(adata, by="well")  # 4 control wells per plate, 8 features: singular covariance
+    X = wells.X.copy()
+    with pytest.raises(ValueError, match=r"singular 8 × 8 covariance.*`epsilon > 0`"):
+        ht.pp.normalize_plates(wells, method="spherize", epsilon=0)
+    np.testing.assert_array_equal(wells.X, X)
+    assert "normalize_plates" not in wells.uns
+    ht.pp.normalize_plates(wells, method="spherize", epsilon=1e-3)  # regularised: finite
+    assert np.isfinite(wells.X).all()
