@@ -133,3 +133,21 @@ def progress_bar_default(enable_progress_bar: bool | None) -> bool:
     if not isinstance(enable_progress_bar, bool):
         raise TypeError(f"`enable_progress_bar` must be True, False or None, got {enable_progress_bar!r}.")
     return enable_progress_bar
+
+
+@contextmanager
+def warnings_once():
+    """Re-issue the UserWarnings raised inside once each (the first of a message), from the user's line; a tool
+    that scores several tables on the same data would otherwise repeat the same warning."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen = set()
+    for w in caught:
+        if issubclass(w.category, UserWarning) and str(w.message) not in seen:
+            seen.add(str(w.message))
+            warn(str(w.message), w.category)
+        elif not issubclass(w.category, UserWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -17,7 +17,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._utils import logger
+from .._utils import logger, warn
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,20 @@ def release(model) -> None:
     type(model)._per_instance_manager_store.pop(model.id, None)
 
 
+def _fold_progress(bar, label: str):
+    """A Lightning callback that writes the current fit's epoch into the postfix of the runner's one bar
+    (built here, not at import: ``import hcitools.tl`` does not import Lightning)."""
+    import lightning.pytorch as pl
+
+    class FoldProgress(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            auroc = trainer.callback_metrics.get("validation_mean_auroc")
+            extra = f", validation AUROC {float(auroc):.3f}" if auroc is not None else ""
+            bar.set_postfix_str(f"{label}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}{extra}")
+
+    return FoldProgress()
+
+
 def _fit_fold(
     Model, train: AnnData, test: AnnData, *, setup, model_kwargs, train_kwargs, fold_key, val_fold, primary
 ):
@@ -99,6 +113,24 @@ def _fit_fold(
         release(model)
 
 
+class _Notes:
+    """Warnings and notes of the folds, re-issued once per call (naming the folds) from the user's line."""
+
+    def __init__(self):
+        self.notes: dict[str, list] = {}
+
+    def add(self, message: str, fold) -> None:
+        self.notes.setdefault(message, []).append(fold)
+
+    def record(self, caught, fold) -> None:
+        for w in caught:
+            self.add(str(w.message), fold)
+
+    def emit(self) -> None:
+        for message, folds in self.notes.items():
+            warn(f"{message} (test folds {sorted(set(folds))})")
+
+
 def cross_validate(
     adata: AnnData,
     *,
@@ -109,14 +141,16 @@ def cross_validate(
     primary: list[str] | None,
     model_kwargs: dict,
     train_kwargs: dict,
+    progress: bool = True,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Train and predict every 3-1-1 rotation of the folds in ``adata.obs[fold_key]``.
 
     For rotation *i* (test fold *i*, validation fold *i + 1*, training on the others; see
     :func:`hcitools.pp.fold_rotations`), the method trains with early stopping and model selection on the
     validation fold and predicts the bags of the test fold. Assays with a single observed class in a rotation's
-    training folds are not predicted there (NaN, with a warning). Arguments are checked by the caller
-    (:func:`hcitools.tl.momil`).
+    training folds are not predicted there (NaN). The fits' warnings are issued once per call, naming the test
+    folds; one progress bar (``progress``) follows the fits, with the epoch of the current one. Arguments are
+    checked by the caller (:func:`hcitools.tl.momil`).
 
     Returns
     -------
@@ -124,6 +158,10 @@ def cross_validate(
     n_obs × output assays (NaN for instances outside the test folds). The output assays are ``primary`` for a
     single-task method with primary assays, else ``assays``.
     """
+    import warnings
+
+    from tqdm.auto import tqdm
+
     from ..pp import fold_rotations
 
     spec = get_method(method)
@@ -132,8 +170,15 @@ def cross_validate(
     out_assays = list(primary) if (spec.single_task and primary) else list(assays)
     attention = np.full((adata.n_obs, len(out_assays)), np.nan, dtype=np.float32)
     bag_key, labels_key = setup["bag_key"], setup["labels_key"]
-    predictions = []
-    for rot in fold_rotations(int(folds.max()) + 1):
+    rotations = list(fold_rotations(int(folds.max()) + 1))
+    test_bags = pd.unique(adata.obs[bag_key].astype(str).to_numpy()[folds >= 0])
+    predictions = pd.DataFrame(np.nan, index=pd.Index(test_bags), columns=out_assays)
+    notes = _Notes()
+    n_fits = len(rotations) * (len(out_assays) if spec.single_task else 1)
+    # one bar for the whole call; the fits' own bars are off unless asked for
+    train_kwargs = {"enable_progress_bar": False, **train_kwargs}
+    bar = tqdm(total=n_fits, desc=f"{method} cross-validation", unit="fit", disable=not progress)
+    for rot in rotations:
         logger.info(
             f"{method}: test fold {rot.test}, validation fold {rot.validation}, training folds {list(rot.train)}"
         )
@@ -144,39 +189,48 @@ def cross_validate(
         labels = train.obsm[labels_key]
         per_bag = labels.groupby(train.obs[bag_key].astype(str).to_numpy()).first()
         learnable = [a for a in assays if (per_bag[a] == 1).any() and (per_bag[a] == 0).any()]
-        if len(learnable) < len(assays):
-            logger.warning(
-                f"fold {rot.test}: assays {sorted(set(assays) - set(learnable))} have a single class in training; "
-                "not predicted"
+        for assay in sorted(set(assays) - set(learnable)):
+            notes.add(
+                f"assay {assay!r} has a single observed class in the training folds: not predicted there",
+                rot.test,
             )
-        fit = {"setup": setup, "model_kwargs": model_kwargs, "train_kwargs": train_kwargs, "fold_key": fold_key,
-               "val_fold": rot.validation}  # fmt: skip
-        if spec.single_task:
-            preds, att = [], []
-            for assay in out_assays:
-                if assay not in learnable:
-                    preds.append(
-                        pd.Series(np.nan, index=pd.unique(test.obs[bag_key].astype(str)), name=assay)
+        fits = [[a] for a in out_assays] if spec.single_task else [learnable]
+        for fit_assays in fits:
+            label = f"test fold {rot.test}" + (f", {fit_assays[0]}" if spec.single_task else "")
+            bar.set_postfix_str(label)
+            if not set(fit_assays) & set(learnable):
+                bar.update()
+                continue
+            train.obsm[labels_key] = labels[fit_assays]
+            if spec.single_task:
+                primary_fit = None
+            else:
+                primary_fit = [a for a in primary if a in learnable] if primary else None
+                if primary and not primary_fit:
+                    notes.add(
+                        "no primary assay has both classes in the training folds: selecting on all assays",
+                        rot.test,
                     )
-                    att.append(np.full(len(test_rows), np.nan, np.float32))
-                    continue
-                train.obsm[labels_key] = labels[[assay]]
-                pred, a, _ = _fit_fold(Model, train, test, primary=None, **fit)
-                preds.append(pred[assay])
-                att.append(a[:, 0])
-            pred = pd.concat(preds, axis=1)
-            attention[test_rows] = np.column_stack(att)
-        else:
-            train.obsm[labels_key] = labels[learnable]
-            primary_ok = [a for a in primary if a in learnable] if primary else None
-            if primary and not primary_ok:
-                logger.warning(
-                    f"fold {rot.test}: no primary assay has both classes in training; selecting on all assays"
-                )
-            pred, a, model_assays = _fit_fold(Model, train, test, primary=primary_ok or None, **fit)
-            attention[test_rows] = (
-                pd.DataFrame(a, columns=model_assays).reindex(columns=out_assays).to_numpy()
-            )
-            pred = pred.reindex(columns=out_assays)
-        predictions.append(pred)
-    return pd.concat(predictions), attention
+            kwargs = {
+                **train_kwargs,
+                "callbacks": [*train_kwargs.get("callbacks", []), _fold_progress(bar, label)],
+            }
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                pred, att, model_assays = _fit_fold(
+                    Model, train, test, setup=setup, model_kwargs=model_kwargs, train_kwargs=kwargs,
+                    fold_key=fold_key, val_fold=rot.validation, primary=primary_fit or None,
+                )  # fmt: skip
+            notes.record([w for w in caught if issubclass(w.category, UserWarning)], rot.test)
+            for w in caught:  # anything else (deprecations …) as it came
+                if not issubclass(w.category, UserWarning):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            columns = [a for a in model_assays if a in predictions.columns]
+            predictions.loc[pred.index, columns] = pred[columns].to_numpy()
+            att = pd.DataFrame(att, columns=model_assays).reindex(columns=out_assays)
+            keep = att.notna().any(axis=0).to_numpy()
+            attention[np.ix_(test_rows, np.flatnonzero(keep))] = att.loc[:, keep].to_numpy()
+            bar.update()
+    bar.close()
+    notes.emit()
+    return predictions, attention

@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import HCI_KEYS
-from .._utils import check_free_keys, log_written, logger, quiet_loggers
+from .._utils import check_free_keys, log_written, logger, progress_bar_default, quiet_loggers, warnings_once
 from .._validate import check_anndata, check_constant_within, check_labels, check_obs_keys, validate_hci
 from ._cv import cross_validate, get_method
 from ._evaluate import evaluate_assays
@@ -38,6 +38,15 @@ def bag_size_baseline(
     -------
     Series indexed by compound: −(mean instances per bag). Nothing is written into ``adata``.
     """
+    check_anndata(adata)
+    check_obs_keys(adata, {"bag_key": bag_key, "group_key": group_key})
+    check_constant_within(
+        adata.obs[group_key],
+        adata.obs[bag_key].to_numpy(),
+        what=f"adata.obs[{group_key!r}] (argument `group_key`)",
+        group_what=f"bags of adata.obs[{bag_key!r}]",
+        fix="A bag (well) belongs to one compound.",
+    )
     bags = adata.obs[bag_key].astype(str).to_numpy()
     sizes = adata.obs.groupby(bags).size()
     group = adata.obs[group_key].astype(str).groupby(bags).first()
@@ -95,6 +104,7 @@ def momil(
     train_kwargs: dict[str, Any] | None = None,
     overwrite: bool = False,
     copy: bool = False,
+    progress: bool | None = None,
     **model_kwargs,
 ) -> AnnData | None:
     """Cross-validate a MIL model over compound folds (3-1-1 rotations) and write test predictions.
@@ -128,6 +138,10 @@ def momil(
         Replace existing result keys.
     copy
         Return a copy with the results instead of writing into ``adata``.
+    progress
+        One progress bar over the fits (folds, and assays for ``"stl"``) with the current fit's epoch; ``None``
+        follows ``ht.settings.verbosity`` (shown unless ``"error"``). The fits' own bars stay off unless
+        ``train_kwargs={"enable_progress_bar": True}``.
     **model_kwargs
         Passed to the model (e.g. ``head="dsmil"``, ``n_hidden=64``); checked against the model class of
         ``method`` before any training.
@@ -202,19 +216,23 @@ def momil(
             primary=primary_assays,
             model_kwargs=model_kwargs,
             train_kwargs=train_kwargs,
+            progress=progress_bar_default(progress),
         )
     bags = adata.obs[bag_key].astype(str)
     bag_group = adata.obs[group_key].astype(str).groupby(bags.to_numpy()).first()
     predictions = bag_pred.groupby(bag_group.loc[bag_pred.index].to_numpy()).mean()
     cpd_labels = by_cpd.first().loc[predictions.index]
     size = bag_size_baseline(adata, bag_key=bag_key, group_key=group_key).loc[predictions.index]
+    # like for like: the baseline is scored on exactly the (compound, assay) pairs the model predicted
     baseline = pd.DataFrame({a: size.to_numpy() for a in out_assays}, index=predictions.index)
-    evaluation = pd.concat(
-        [
-            _evaluate_with_primary(predictions, cpd_labels, primary_assays).assign(method=method),
-            _evaluate_with_primary(baseline, cpd_labels, primary_assays).assign(method="bag_size"),
-        ]
-    )
+    baseline = baseline.where(predictions.notna())
+    with warnings_once():  # both methods are scored on the same pairs: their small-n warnings are the same
+        evaluation = pd.concat(
+            [
+                _evaluate_with_primary(predictions, cpd_labels, primary_assays).assign(method=method),
+                _evaluate_with_primary(baseline, cpd_labels, primary_assays).assign(method="bag_size"),
+            ]
+        )
     evaluation.index.name = "assay"
     evaluation = evaluation.reset_index()
     target = adata.copy() if copy else adata
