@@ -151,3 +151,17 @@ def warnings_once():
             warn(str(w.message), w.category)
         elif not issubclass(w.category, UserWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def progress_bar(*args, **kwargs):
+    """A tqdm progress bar: Jupyter's widget bar when ipywidgets is installed, the text bar otherwise.
+
+    As Lightning does: ``tqdm.auto`` without ipywidgets warns in Jupyter and falls back anyway.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm(*args, **kwargs)

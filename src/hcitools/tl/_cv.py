@@ -17,7 +17,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._utils import logger, warn
+from .._utils import logger, progress_bar, warn
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,6 @@ def cross_validate(
     """
     import warnings
 
-    from tqdm.auto import tqdm
-
     from ..pp import fold_rotations
 
     spec = get_method(method)
@@ -177,7 +175,7 @@ def cross_validate(
     n_fits = len(rotations) * (len(out_assays) if spec.single_task else 1)
     # one bar for the whole call; the fits' own bars are off unless asked for
     train_kwargs = {"enable_progress_bar": False, **train_kwargs}
-    bar = tqdm(total=n_fits, desc=f"{method} cross-validation", unit="fit", disable=not progress)
+    bar = progress_bar(total=n_fits, desc=f"{method} cross-validation", unit="fit", disable=not progress)
     for rot in rotations:
         logger.info(
             f"{method}: test fold {rot.test}, validation fold {rot.validation}, training folds {list(rot.train)}"
