@@ -1,4 +1,5 @@
 import io
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -123,9 +124,10 @@ def test_identical_sets(kang_b):
     else:  # pertpy's entropic (Sinkhorn) cost is positive even for identical sets, but below d(stim, ctrl)
         assert 0 < res["wasserstein"] and res["wasserstein_ratio"] < 1
     # MMD with pertpy's linear kernel equals the squared Euclidean distance of means
-    ident = ht.tl.evaluate_perturbation(
-        ctrl.copy(), stim, ctrl=ctrl, n_boot=0, distances=("euclidean", "mmd")
-    )
+    with pytest.warns(UserWarning, match="undefined metrics"):
+        ident = ht.tl.evaluate_perturbation(
+            ctrl.copy(), stim, ctrl=ctrl, n_boot=0, distances=("euclidean", "mmd")
+        )
     assert ident["mmd"] == pytest.approx(ident["euclidean"] ** 2, rel=1e-6)
 
 
@@ -159,13 +161,14 @@ def test_distances_agree_with_pertpy(kang_b):
 
 def test_baselines_and_ceiling_order(kang_b):
     adata, ctrl, stim = kang_b
-    ident = ht.tl.evaluate_perturbation(
-        ht.tl.predict_baseline(adata, method="identity", target="B"),
-        stim,
-        ctrl=ctrl,
-        n_boot=20,
-        distances=("euclidean",),
-    )
+    with pytest.warns(UserWarning, match=r"undefined metrics.*r2_shift"):
+        ident = ht.tl.evaluate_perturbation(
+            ht.tl.predict_baseline(adata, method="identity", target="B"),
+            stim,
+            ctrl=ctrl,
+            n_boot=20,
+            distances=("euclidean",),
+        )
     shift = ht.tl.evaluate_perturbation(
         ht.tl.predict_baseline(adata, method="mean_shift", target="B"),
         stim,
@@ -185,15 +188,30 @@ def test_benchmark_perturbation_tidy(data_root):
     table = ht.tl.benchmark_perturbation(
         adata, models=("MTAe", "MTAeOT"), cell_types=["type_0"], seeds=(1,), condition="drug_10",
         model_kwargs={"n_latent": 8, "n_hidden": (32,)}, train_kwargs={"max_epochs": 3},
-        eval_kwargs={"n_boot": 5, "n_comps": 10, "distances": ("euclidean", "edistance")}, progress=False,
+        eval_kwargs={"n_boot": 5, "n_comps": 10, "n_degs": 10, "distances": ("euclidean", "edistance")},
+        progress=False,
     )  # fmt: skip
     assert list(table.columns) == ["model", "cell_type", "seed", "metric", "value"]
     assert set(table["model"]) == {"MTAe", "MTAeOT", "identity", "mean_shift", "ceiling (split half)"}
-    wide = table.pivot_table(index="model", columns="metric", values="value")
-    ranked = ht.tl.rank_models(
-        wide.drop(index="ceiling (split half)"), metrics=["r2_all", "r2_top100", "euclidean", "edistance"]
+    # the identity prediction is the controls: its ratios and shift R² are undefined, NaN (never ~1e10)
+    ident = table[table["model"] == "identity"].set_index("metric")["value"]
+    assert (
+        np.isnan(ident["edistance_ratio"])
+        and np.isnan(ident["euclidean_ratio"])
+        and np.isnan(ident["r2_shift"])
     )
+    assert np.isfinite(table.loc[table["model"] != "identity", "value"].drop_duplicates()).sum() > 0
+    # rank_models takes the tidy table as it is; the ceiling is not ranked
+    with pytest.warns(UserWarning, match=r"score as the worst.*identity"):
+        ranked = ht.tl.rank_models(
+            table, metrics=["r2_all", "r2_top100", "euclidean", "edistance", "edistance_ratio"]
+        )
     assert set(ranked.index) == {"MTAe", "MTAeOT", "identity", "mean_shift"}
+    assert ranked.loc["identity", "edistance_ratio"] == 1.0
+    assert ranked.attrs["ceiling"]["r2_all"] == pytest.approx(
+        table.query("model == 'ceiling (split half)' and metric == 'r2_all'")["value"].mean()
+    )
+    assert ("identity", "edistance_ratio") in ranked.attrs["undefined"]
 
 
 def test_benchmark_perturbation_deregisters_its_folds():
@@ -210,7 +228,7 @@ def test_benchmark_perturbation_deregisters_its_folds():
     table = ht.tl.benchmark_perturbation(
         adata, models=("MTAe", "MTAeOT"), cell_types=["type_0", "type_1"], seeds=(1,), baselines=(), ceiling=False,
         model_kwargs={"n_latent": 4, "n_hidden": 8}, train_kwargs={"max_epochs": 1},
-        eval_kwargs={"n_boot": 0, "n_comps": 5, "distances": ("euclidean",)}, progress=False,
+        eval_kwargs={"n_boot": 0, "n_comps": 5, "n_degs": 5, "distances": ("euclidean",)}, progress=False,
     )  # fmt: skip
     assert set(table["model"]) == {"MTAe", "MTAeOT"} and set(table["cell_type"]) == {"type_0", "type_1"}
     assert MTAe._setup_adata_manager_store == before_cls
@@ -242,7 +260,307 @@ def test_rank_models_undefined_values_score_worst():
     res = pd.DataFrame(
         {"r2_shift": [0.9, np.nan, 0.5], "euclidean": [1.0, 2.0, np.inf]}, index=["a", "b", "c"]
     )
-    ranked = ht.tl.rank_models(res)
+    with pytest.warns(UserWarning, match=r"undefined.*r2_shift: b; euclidean: c"):
+        ranked = ht.tl.rank_models(res)
     assert ranked.loc["b", "r2_shift"] == 1.0 and ranked.loc["c", "euclidean"] == 1.0
     assert ranked.loc["a", "euclidean"] == 0.0 and ranked.loc["b", "euclidean"] == 1.0
     assert ranked.index[0] == "a"
+
+
+# ------------------------------------------------------------------------------------------------- issue 11
+def _synthetic(n_cells=30, n_genes=40, seed=0, **kwargs):
+    kw = {"n_cell_types": 3, "n_cells": n_cells, "n_genes": n_genes, "n_response_genes": 8, "doses": (10.0,)}
+    return ht.datasets.synthetic_perturbation(**{**kw, "seed": seed, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def split():
+    adata = _synthetic()
+    _, ctrl, stim = ht.tl.split_ood(adata, target="type_0")
+    return adata, ctrl, stim
+
+
+def _snapshot(adata):
+    X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.array(adata.X)
+    return X, adata.obs.copy(), adata.obs.dtypes.copy(), set(adata.obsm), set(adata.uns)
+
+
+def _assert_unchanged(adata, snap):
+    X, obs, dtypes, obsm, uns = snap
+    now = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    np.testing.assert_array_equal(now, X)
+    pd.testing.assert_frame_equal(adata.obs, obs)
+    pd.testing.assert_series_equal(adata.obs.dtypes, dtypes)
+    assert set(adata.obsm) == obsm and set(adata.uns) == uns
+
+
+def test_n_degs_above_the_genes_raises(split):
+    """With n_degs ≥ n_genes both lists hold every gene: the Jaccard index would be 1.0 for any prediction."""
+    _, ctrl, stim = split
+    noise = stim.copy()
+    noise.X = np.random.default_rng(0).permutation(np.asarray(stim.X), axis=1)
+    with pytest.raises(ValueError, match=r"`n_degs` \(40\) must be smaller than the number of genes \(40\)"):
+        ht.tl.evaluate_perturbation(noise, stim, ctrl=ctrl, n_degs=40, distances=())
+    res = ht.tl.evaluate_perturbation(noise, stim, ctrl=ctrl, n_degs=8, n_boot=0, distances=())
+    assert res["deg_jaccard"] < 1.0
+
+
+def test_identity_ratios_are_nan_with_a_reason(split):
+    adata, ctrl, stim = split
+    pred = ht.tl.predict_baseline(adata, method="identity", target="type_0")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = ht.tl.evaluate_perturbation(
+            pred, stim, ctrl=ctrl, n_degs=8, n_boot=2, n_comps=10, distances=("euclidean", "edistance")
+        )
+    ours = [w for w in caught if "evaluate_perturbation" in str(w.message)]
+    assert len(ours) == 1 and ours[0].filename == __file__  # once, from the user's line
+    assert "edistance_ratio" in str(ours[0].message) and "indistinguishable from the controls" in str(
+        ours[0].message
+    )
+    assert np.isnan(res["edistance_ratio"]) and np.isnan(res["euclidean_ratio"]) and np.isnan(res["r2_shift"])
+    assert set(res.attrs["undefined"]) == {"edistance_ratio", "euclidean_ratio", "r2_shift"}
+    assert np.isfinite(res["edistance"]) and res["edistance"] > 0
+
+
+def test_few_cells_warn_once(split):
+    _, ctrl, stim = split
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ht.tl.evaluate_perturbation(stim[:6].copy(), stim, ctrl=ctrl, n_degs=8, n_boot=2, distances=())
+    ours = [w for w in caught if "few cells" in str(w.message)]
+    assert len(ours) == 1 and "pred 6" in str(ours[0].message)
+    with pytest.warns(UserWarning, match=r"top_degs: few cells \(case 4"):
+        ht.tl.top_degs(stim[:4].copy(), ctrl, n=5)
+
+
+def test_rank_models_nan_policies():
+    # the old identity row: an edistance_ratio of 2e10 stretched the scale so that every other model scored ~0
+    res = pd.DataFrame(
+        {"edistance_ratio": [0.4, 0.8, np.nan], "r2_all": [0.9, 0.5, 0.7]}, index=["good", "bad", "identity"]
+    )
+    with pytest.warns(UserWarning, match="identity"):
+        worst = ht.tl.rank_models(res)
+    assert worst.loc["good", "edistance_ratio"] == 0.0 and worst.loc["bad", "edistance_ratio"] == 1.0
+    assert worst.loc["identity", "edistance_ratio"] == 1.0 and worst.index[0] == "good"
+    with pytest.warns(UserWarning, match=r"left out.*edistance_ratio: identity"):
+        dropped = ht.tl.rank_models(res, nan_policy="drop_metric")
+    assert "edistance_ratio" not in dropped and dropped.attrs["metrics"] == ["r2_all"]
+    with pytest.raises(ValueError, match=r"edistance_ratio: identity.*nan_policy"):
+        ht.tl.rank_models(res, nan_policy="raise")
+
+
+def test_rank_models_tidy_needs_the_same_experiments():
+    tidy = pd.DataFrame(
+        {
+            "model": ["a", "a", "b"],
+            "cell_type": ["x", "y", "x"],
+            "seed": [1, 1, 1],
+            "metric": ["r2_all"] * 3,
+            "value": [0.5, 0.6, 0.7],
+        }
+    )
+    with pytest.raises(ValueError, match="same experiments"):
+        ht.tl.rank_models(tidy)
+    tidy.loc[2, "cell_type"] = "y"
+    tidy = pd.concat(
+        [tidy, pd.DataFrame([{"model": "b", "cell_type": "x", "seed": 1, "metric": "r2_all", "value": 0.2}])]
+    )
+    ranked = ht.tl.rank_models(tidy)  # a: mean 0.55, b: mean 0.45
+    assert list(ranked.index) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"results": [[1.0]]}, TypeError, "results"),
+        ({"results": pd.DataFrame()}, ValueError, "results"),
+        ({"nan_policy": "ignore"}, ValueError, "nan_policy"),
+        ({"duplicate_threshold": 2.0}, ValueError, "duplicate_threshold"),
+        ({"metrics": "r2_all"}, TypeError, "metrics"),
+        ({"metrics": []}, ValueError, "metrics"),
+        ({"higher_is_better": {"r2_all": "yes"}}, TypeError, "higher_is_better"),
+        ({"results": pd.DataFrame({"r2_all": [0.5]}, index=["a"])}, ValueError, "at least two"),
+        ({"results": pd.DataFrame({"r2_all": ["0.5", "0.6"]}, index=["a", "b"])}, TypeError, "numeric"),
+        ({"results": pd.DataFrame({"r2_all": [0.5, 0.6]}, index=["a", "a"])}, ValueError, "duplicated model"),
+    ],
+)
+def test_rank_models_bad_input(kwargs, error, match):
+    kwargs = {
+        "results": pd.DataFrame({"r2_all": [0.5, 0.6], "euclidean": [1.0, 2.0]}, index=["a", "b"]),
+        **kwargs,
+    }
+    with pytest.raises(error, match=match):
+        ht.tl.rank_models(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n_degs": 40}, ValueError, "n_degs"),
+        ({"n_degs": "5"}, TypeError, "n_degs"),
+        ({"n_degs": 0}, ValueError, "n_degs"),
+        ({"deg_method": "ttest"}, ValueError, "deg_method"),
+        ({"direction": "upwards"}, ValueError, "direction"),
+        ({"distances": "euclidean"}, TypeError, "distances"),
+        ({"distances": ("cosine",)}, ValueError, "distances"),
+        ({"n_comps": 0}, ValueError, "n_comps"),
+        ({"n_boot": -1}, ValueError, "n_boot"),
+        ({"seed": -3}, ValueError, "seed"),
+        ({"pred": "cells"}, TypeError, "pred"),
+        ({"ctrl": None}, TypeError, "ctrl"),
+    ],
+)
+def test_evaluate_perturbation_bad_input(split, kwargs, error, match):
+    _, ctrl, stim = split
+    pred = stim.copy()
+    snaps = [(ad, _snapshot(ad)) for ad in (pred, stim, ctrl)]
+    args = {"pred": pred, "stim": stim, "ctrl": ctrl, "n_degs": 8, "n_boot": 0, "distances": (), **kwargs}
+    with pytest.raises(error, match=match):
+        ht.tl.evaluate_perturbation(args.pop("pred"), args.pop("stim"), **args)
+    for ad, snap in snaps:
+        _assert_unchanged(ad, snap)
+
+
+def test_evaluate_perturbation_genes_must_match(split):
+    _, ctrl, stim = split
+    with pytest.raises(ValueError, match="same genes"):
+        ht.tl.evaluate_perturbation(stim[:, ::-1].copy(), stim, ctrl=ctrl, n_degs=8, distances=())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"n": 0}, ValueError, "`n`"),
+        ({"n": 41}, ValueError, "`n`"),
+        ({"n": 5.0}, TypeError, "`n`"),
+        ({"genes": ["a"]}, ValueError, "genes"),
+        ({"genes": "abc"}, TypeError, "genes"),
+        ({"method": "ttest"}, ValueError, "method"),
+        ({"direction": "sideways"}, ValueError, "direction"),
+        ({"case": [[1.0]]}, TypeError, "case"),
+    ],
+)
+def test_top_degs_bad_input(split, kwargs, error, match):
+    _, ctrl, stim = split
+    args = {"case": stim, "ctrl": ctrl, "n": 5, **kwargs}
+    snap = _snapshot(stim)
+    with pytest.raises(error, match=match):
+        ht.tl.top_degs(args.pop("case"), args.pop("ctrl"), **args)
+    _assert_unchanged(stim, snap)
+
+
+def test_top_degs_arrays_need_genes(split):
+    _, ctrl, stim = split
+    with pytest.raises(TypeError, match="genes"):
+        ht.tl.top_degs(np.asarray(stim.X), np.asarray(ctrl.X), n=5)
+    assert ht.tl.top_degs(stim, ctrl, n=5) == ht.tl.top_degs(
+        np.asarray(stim.X), np.asarray(ctrl.X), genes=list(stim.var_names), n=5
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"stim_rows": 3}, ValueError, r"`stim` must hold at least four"),
+        ({"seed": "0"}, TypeError, "seed"),
+        ({"n_degs": 100}, ValueError, "n_degs"),
+        ({"n_bootstrap": 5}, TypeError, "n_bootstrap"),
+        ({"ctrl": "x"}, TypeError, "ctrl"),
+    ],
+)
+def test_perturbation_ceiling_bad_input(split, kwargs, error, match):
+    _, ctrl, stim = split
+    stim = stim[: kwargs.pop("stim_rows", stim.n_obs)].copy()
+    args = {"ctrl": ctrl, "n_degs": 8, "distances": (), **kwargs}
+    with pytest.raises(error, match=match):
+        ht.tl.perturbation_ceiling(stim, args.pop("ctrl"), **args)
+
+
+_FAST = {
+    "models": (), "seeds": (1,), "cell_types": ["type_0"], "progress": False,
+    "eval_kwargs": {"n_degs": 8, "n_boot": 0, "n_comps": 5, "distances": ("euclidean",)},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"condition": "stimulated"}, ValueError, r"`condition` 'stimulated'.*drug_10"),
+        ({"control_value": "ctrl"}, ValueError, "control"),
+        ({"condition_key": "treatment"}, KeyError, "condition_key"),
+        ({"cell_types": ["type_9"]}, ValueError, r"cell_types.*type_0"),
+        ({"cell_types": "type_0"}, TypeError, "cell_types"),
+        ({"models": ("MTGan",)}, ValueError, "models"),
+        ({"models": "MTAe"}, TypeError, "models"),
+        ({"models": ("MTAe", "MTAe")}, ValueError, "more than once"),
+        ({"baselines": ("linear",)}, ValueError, "baselines"),
+        ({"seeds": ()}, TypeError, "seeds"),
+        ({"seeds": (1.5,)}, TypeError, r"seeds\[0\]"),
+        ({"ceiling": "yes"}, TypeError, "ceiling"),
+        ({"progress": "yes"}, TypeError, "progress_bar"),
+        ({"eval_kwargs": {"n_degs": 40}}, ValueError, r"n_degs.*eval_kwargs"),
+        ({"eval_kwargs": {"n_bootstrap": 3}}, TypeError, "n_bootstrap"),
+        ({"train_kwargs": {"seed": 3}, "models": ("MTAe",)}, TypeError, "seeds="),
+        ({"model_kwargs": {"n_latnet": 3}, "models": ("MTAe",)}, TypeError, "n_latnet"),
+        ({"model_kwargs": 3}, TypeError, "model_kwargs"),
+        ({"models": (), "baselines": (), "ceiling": False}, ValueError, "Nothing to benchmark"),
+    ],
+)
+def test_benchmark_perturbation_bad_input(kwargs, error, match):
+    adata = _synthetic()
+    snap = _snapshot(adata)
+    with pytest.raises(error, match=match):
+        ht.tl.benchmark_perturbation(adata, **{**_FAST, "baselines": ("identity",), **kwargs})
+    _assert_unchanged(adata, snap)
+
+
+def test_benchmark_default_condition_and_cell_types():
+    several = ht.datasets.synthetic_perturbation(
+        n_cell_types=2, n_cells=10, n_genes=20, n_response_genes=4, seed=0
+    )
+    with pytest.raises(ValueError, match=r"3 perturbed conditions.*condition="):
+        ht.tl.benchmark_perturbation(several, **{**_FAST, "cell_types": None})
+    adata = _synthetic()
+    adata = adata[
+        ~((adata.obs["condition"] != "control") & (adata.obs["cell_type"] != "type_2")).to_numpy()
+    ].copy()
+    # only type_2 has perturbed cells: the default cell types are [type_2], never an empty table
+    table = ht.tl.benchmark_perturbation(adata, **{**_FAST, "cell_types": None, "baselines": ("identity",)})
+    assert set(table["cell_type"]) == {"type_2"} and len(table)
+    full = _synthetic()
+    ct, cond = full.obs["cell_type"].to_numpy(), full.obs["condition"].to_numpy()
+    # controls only in type_0 and type_1, perturbed cells only in type_2: nothing to evaluate (was an empty table)
+    none = full[((cond == "control") & (ct != "type_2")) | ((cond != "control") & (ct == "type_2"))].copy()
+    with pytest.raises(ValueError, match=r"No cell type.*both control"):
+        ht.tl.benchmark_perturbation(none, **{**_FAST, "cell_types": None})
+
+
+def test_benchmark_one_bar_following_settings_and_one_warning(capfd):
+    adata = _synthetic(n_cells=20)
+    kwargs = {
+        **_FAST,
+        "cell_types": ["type_0", "type_1"],
+        "baselines": ("identity", "mean_shift"),
+        "progress": None,
+    }
+    old = ht.settings.verbosity
+    try:
+        ht.settings.verbosity = "error"
+        capfd.readouterr()
+        with warnings.catch_warnings(record=True):
+            ht.tl.benchmark_perturbation(adata, **kwargs)
+        assert "benchmark" not in capfd.readouterr().err
+        ht.settings.verbosity = "warning"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ht.tl.benchmark_perturbation(adata, **kwargs)
+        err = capfd.readouterr().err
+        assert "benchmark" in err and "6/6" in err  # 2 folds × (2 baselines + ceiling), one bar
+        undefined = [w for w in caught if "undefined metrics" in str(w.message)]
+        assert len(undefined) == 1  # the identity baseline's, once per call, naming the folds
+        assert "identity on type_0, seed 1" in str(undefined[0].message)
+        assert "identity on type_1, seed 1" in str(undefined[0].message)
+        assert undefined[0].filename == __file__
+    finally:
+        ht.settings.verbosity = old
