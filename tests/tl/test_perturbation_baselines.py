@@ -31,3 +31,71 @@ def test_scgen_runs_or_says_why(kang):
         pred = ht.tl.predict_baseline(small, method="scgen", target="NK", max_epochs=2, seed=0)
         assert pred.n_vars == 300 and pred.uns["baseline"]["method"] == "scgen"
         assert np.isfinite(pred.X).all()
+
+
+# ------------------------------------------------------------------------------------------------- bad input (issue 11)
+def _synthetic():
+    return ht.datasets.synthetic_perturbation(
+        n_cell_types=2, n_cells=12, n_genes=20, n_response_genes=4, doses=(10.0,), seed=0
+    )
+
+
+def _snapshot(adata):
+    return adata.X.copy(), adata.obs.copy(), adata.obs.dtypes.copy(), set(adata.obsm), set(adata.uns)
+
+
+def _assert_unchanged(adata, snap):
+    import pandas as pd
+
+    X, obs, dtypes, obsm, uns = snap
+    np.testing.assert_array_equal(adata.X, X)
+    pd.testing.assert_frame_equal(adata.obs, obs)
+    pd.testing.assert_series_equal(adata.obs.dtypes, dtypes)
+    assert set(adata.obsm) == obsm and set(adata.uns) == uns
+
+
+_SPLIT_CASES = [
+    ({"target": "type_9"}, ValueError, r"`target` 'type_9'.*type_0"),
+    ({"target": ["type_0"]}, ValueError, "target"),
+    ({"cell_type_key": "celltype"}, KeyError, "cell_type_key"),
+    ({"cell_type_key": 1}, TypeError, "cell_type_key"),
+    ({"condition_key": "treatment"}, KeyError, "condition_key"),
+    ({"control_value": "Control"}, ValueError, "control_value"),
+    ({"control_value": ["control"]}, TypeError, "control_value"),
+    ({"condition": "stimulated"}, ValueError, r"`condition` 'stimulated'.*drug_10"),
+    ({"condition": ["drug_10"]}, TypeError, "condition"),
+    ({"train_on_target_control": "yes"}, TypeError, "train_on_target_control"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), _SPLIT_CASES)
+def test_split_ood_bad_input(kwargs, error, match):
+    adata = _synthetic()
+    snap = _snapshot(adata)
+    with pytest.raises(error, match=match):
+        ht.tl.split_ood(adata, **{"target": "type_0", **kwargs})
+    _assert_unchanged(adata, snap)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        *[case for case in _SPLIT_CASES if "train_on_target_control" not in case[0]],
+        ({"method": "linear"}, ValueError, "method"),
+        ({"seed": "0"}, TypeError, "seed"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"max_epochs": 0}, ValueError, "max_epochs"),
+        ({"batch_size": 2.0}, TypeError, "batch_size"),
+    ],
+)
+def test_predict_baseline_bad_input(kwargs, error, match):
+    adata = _synthetic()
+    snap = _snapshot(adata)
+    with pytest.raises(error, match=match):
+        ht.tl.predict_baseline(adata, **{"method": "identity", "target": "type_0", **kwargs})
+    _assert_unchanged(adata, snap)
+
+
+def test_split_ood_not_an_anndata():
+    with pytest.raises(TypeError, match="adata"):
+        ht.tl.split_ood(np.zeros((3, 3)), target="type_0")
