@@ -2,13 +2,29 @@
 
 from ._mil_plan import MILTrainingPlan, RestoreBestWeights
 from ._mtae_plan import MTAeTrainingPlan
-from ._weighting import WEIGHTINGS, EqualWeighting, TaskWeighting
+from ._weighting import (
+    WEIGHTINGS,
+    AMTLGeometricWeighting,
+    AMTLWeighting,
+    DWAWeighting,
+    EqualWeighting,
+    TaskWeighting,
+    UncertaintyWeighting,
+    amtl_weights,
+    make_weighting,
+)
 
 __all__ = [
     "WEIGHTINGS",
+    "AMTLGeometricWeighting",
+    "AMTLWeighting",
+    "DWAWeighting",
     "EqualWeighting",
     "MILTrainingPlan",
     "MTAeTrainingPlan",
     "RestoreBestWeights",
     "TaskWeighting",
+    "UncertaintyWeighting",
+    "amtl_weights",
+    "make_weighting",
 ]
