@@ -54,10 +54,11 @@ def main() -> None:
     tidy.to_csv(f"{args.out}_tidy.csv", index=False)
     means = tidy.pivot_table(index="model", columns="metric", values="value", aggfunc="mean")
     metrics = [m if m in means.columns else f"{m}_pot" for m in METRICS]
-    ceiling = means.loc[["ceiling (split half)"], metrics]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ranked = ht.tl.rank_models(means.drop(index="ceiling (split half)"), metrics=metrics)
+        # the tidy table as it is: averaged per model and metric, the ceiling set aside (attrs["ceiling"])
+        ranked = ht.tl.rank_models(tidy, metrics=metrics)
+    ceiling = ranked.attrs["ceiling"][metrics].to_frame("ceiling (split half)").T
     table1 = ranked[metrics].copy().astype(object)
     for m in metrics:
         table1[m] = [f"{ranked.loc[i, m]:.3f} ({means.loc[i, m]:.3f})" for i in ranked.index]

@@ -843,7 +843,10 @@ class _FoldNotes:
 
     def record(self, caught, where: str) -> None:
         for w in caught:
-            self.add(str(w.message), where, w.category)
+            # deprecation notes of the libraries below us (e.g. pertpy importing JAXopt) are theirs to fix, not the
+            # user's: Python hides them outside __main__, and re-issuing them from the user's line would show them
+            if not issubclass(w.category, DeprecationWarning | PendingDeprecationWarning):
+                self.add(str(w.message), where, w.category)
 
     def add(self, message: str, where: str, category: type[Warning] = UserWarning) -> None:
         self.notes.setdefault((message, category), []).append(where)
