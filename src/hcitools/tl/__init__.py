@@ -13,6 +13,7 @@ from ._perturbation_eval import (
     rank_models,
     top_degs,
 )
+from ._potentials import task_potentials
 
 __all__ = [
     "bag_size_baseline",
@@ -27,5 +28,6 @@ __all__ = [
     "predict_baseline",
     "rank_models",
     "split_ood",
+    "task_potentials",
     "top_degs",
 ]
