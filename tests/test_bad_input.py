@@ -70,9 +70,9 @@ def snapshot(adata) -> dict[str, Any]:
         "X": None if adata.X is None else np.array(to_dense(adata.X), copy=True),
         "obs": adata.obs.copy(deep=True),
         "obsm": obsm,
-        "uns": sorted(adata.uns.keys()),
+        "uns": sorted(adata.uns.keys(), key=repr),
         "var": adata.var.copy(deep=True),
-        "layers": sorted(adata.layers.keys()),
+        "layers": sorted(adata.layers.keys(), key=repr),
         "shape": adata.shape,
     }
 
