@@ -111,10 +111,11 @@ class UncertaintyWeighting(TaskWeighting):
         L = \sum_{t\ \mathrm{observed}} c_t\, e^{-s_t} L_t + \tfrac12 s_t ,
         \qquad c_t = 1 \text{ (classification)}, \; c_t = \tfrac12 \text{ (regression)}.
 
-    Regression (Kendall eq. 5, a Gaussian likelihood): ``L_t / (2σ²) + log σ``. Classification (Kendall eq. 10,
-    a Boltzmann likelihood with logits scaled by ``1/σ²``; for a sigmoid/BCE task the same approximation
-    ``(1/σ²)·Σ exp(f/σ²) ≈ (Σ exp f)^{1/σ²}`` holds): ``L_t / σ² + log σ``. With ``log σ = s/2`` both read as
-    above; ``s`` rather than ``σ`` is learned for numerical stability (no division by zero, any real value).
+    Regression (Kendall et al. eq. 5, a Gaussian likelihood): ``L_t / (2σ²) + log σ``. Classification (eq. 10,
+    a Boltzmann likelihood with logits scaled by ``1/σ²``, and the approximation
+    ``(1/σ) Σ_c exp(f_c/σ²) ≈ (Σ_c exp f_c)^{1/σ²}``, exact at σ = 1; a sigmoid/BCE task is the two-class case
+    with logits ``(f, 0)``): ``L_t / σ² + log σ``. With ``log σ = s/2`` both read as above; ``s`` rather than
+    ``σ`` is learned for numerical stability (no division by zero, any real value).
     At the optimum for fixed ``L_t``, ``e^{-s_t} = 1/(2 c_t L_t)``: a task's weight falls as its loss grows, and
     the ``s_t/2`` term keeps ``σ²`` from growing without bound. A task absent from the batch adds neither its
     loss nor its ``s_t/2`` term (``s_t`` gets no gradient from that batch).
