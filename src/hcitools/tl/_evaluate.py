@@ -51,7 +51,7 @@ def common_assays(
         missing = [a for a in assays if a not in f.columns]
         if missing:
             raise KeyError(
-                f"Assays {_preview(missing)} (argument `assays`) are not columns of `{n}`; its columns are "
+                f"Assays {_preview(missing)} (argument `assays`) are missing from `{n}`; its columns are "
                 f"{_preview(f.columns, 8)}."
             )
     return assays, rows
