@@ -177,3 +177,29 @@ def test_tl_momil_scores_model_and_baseline_like_for_like(screen_folds, recwarn)
     messages = [str(w.message) for w in ours]
     assert len(messages) == len(set(messages))
     assert any("'rare'" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "name"),
+    [
+        ({"copy": "no"}, TypeError, "copy"),
+        ({"overwrite": 1}, TypeError, "overwrite"),
+        ({"seed": "0"}, TypeError, "seed"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"train_kwargs": "x"}, TypeError, "train_kwargs"),
+        ({"progress": "yes"}, TypeError, "progress"),
+        ({"key_added": 3}, TypeError, "key_added"),
+        ({"batch_key": "nope"}, KeyError, "batch_key"),
+        ({"group_key": "nope"}, KeyError, "group_key"),
+    ],
+)
+def test_tl_momil_refuses_bad_options_before_any_fold(screen_folds, monkeypatch, kwargs, error, name):
+    import hcitools.tl._cv as tl_cv
+
+    calls = []
+    monkeypatch.setattr(tl_cv, "_fit_fold", lambda *a, **k: calls.append(1))
+    before = screen_folds.copy()
+    with pytest.raises(error, match=name):
+        ht.tl.momil(screen_folds, **kwargs)
+    assert not calls and "momil" not in screen_folds.uns
+    pd.testing.assert_frame_equal(screen_folds.obs, before.obs)

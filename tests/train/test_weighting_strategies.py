@@ -291,12 +291,6 @@ def test_train_equal_and_a_bad_name(small_screen):
         _train(small_screen, "DWA", max_epochs=1)
 
 
-WIRING = (
-    "needs the plan wiring: make_weighting(..., assays=self.assays) and weighting.on_train_epoch_end(mean[0])"
-)
-
-
-@pytest.mark.xfail(reason=WIRING, strict=True)
 def test_train_amtl_potentials_by_name(small_screen):
     potentials = pd.Series({"assay_01": 0.9, "assay_00": 0.7})
     model = _train(small_screen, "amtl", {"potentials": potentials}, max_epochs=2)
@@ -305,7 +299,6 @@ def test_train_amtl_potentials_by_name(small_screen):
     np.testing.assert_allclose(weights[1], np.where(np.isnan(new), 1.0, new), rtol=1e-5)
 
 
-@pytest.mark.xfail(reason=WIRING, strict=True)
 def test_train_dwa(small_screen):
     model = _train(small_screen, "dwa", max_epochs=3)
     _check_finite(model)

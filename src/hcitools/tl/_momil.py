@@ -12,7 +12,16 @@ from anndata import AnnData
 
 from .._constants import HCI_KEYS
 from .._utils import check_free_keys, log_written, logger, progress_bar_default, quiet_loggers, warnings_once
-from .._validate import check_anndata, check_constant_within, check_labels, check_obs_keys, validate_hci
+from .._validate import (
+    check_anndata,
+    check_bool,
+    check_constant_within,
+    check_int,
+    check_labels,
+    check_obs_keys,
+    check_str,
+    validate_hci,
+)
 from ._cv import cross_validate, get_method
 from ._evaluate import evaluate_assays
 
@@ -159,6 +168,16 @@ def momil(
     """
     check_anndata(adata)
     spec = get_method(method)
+    seed = check_int(seed, "seed", min=0, max=2**32 - 1)
+    copy = check_bool(copy, "copy")
+    overwrite = check_bool(overwrite, "overwrite")
+    progress = check_bool(progress, "progress", allow_none=True)
+    key_added = check_str(key_added, "key_added")
+    if train_kwargs is not None and not isinstance(train_kwargs, dict):
+        raise TypeError(
+            f"`train_kwargs` must be a dict of `model.train` arguments (or None), got {type(train_kwargs).__name__}, "
+            "e.g. `train_kwargs={'max_epochs': 50}`."
+        )
     validate_hci(
         adata,
         plate_key=batch_key,
@@ -166,6 +185,7 @@ def momil(
         compound_key=group_key,
         rep_key=rep_key,
         labels_key=labels_key,
+        arg_names={"plate_key": "batch_key", "compound_key": "group_key"},
     )
     check_obs_keys(adata, {"fold_key": fold_key})
     labels = check_labels(adata, labels_key, bag_key)
