@@ -16,8 +16,8 @@ from hcitools.train._mil_plan import VAL_LOSS, VAL_MEAN_AUROC, scaled_defaults
 @pytest.mark.parametrize(
     ("n_train", "batch_size", "steps", "max_epochs", "lr_warmup", "warmup_epochs", "patience"),
     [
-        (100, 12, 9, 223, 101, 45, 23),
-        (1_000, 125, 8, 250, 100, 50, 25),
+        (100, 8, 13, 154, 101, 31, 16),
+        (1_000, 62, 17, 118, 101, 24, 12),
         (100_000, 256, 391, 20, 391, 4, 10),
     ],
 )
@@ -28,7 +28,7 @@ def test_rule_for_100_1000_100000_bags(
     assert (d.batch_size, d.steps_per_epoch, d.max_epochs) == (batch_size, steps, max_epochs)
     assert (d.lr_warmup_steps, d.warmup_epochs, d.patience) == (lr_warmup, warmup_epochs, patience)
     # the documented formulas
-    assert d.batch_size == min(256, max(8, n_train // 8))
+    assert d.batch_size == min(256, max(8, n_train // 16))
     assert d.steps_per_epoch == math.ceil(n_train / d.batch_size)
     assert d.max_epochs == min(300, max(20, math.ceil(2000 / d.steps_per_epoch)))
     assert d.lr_warmup_steps == math.ceil(0.05 * d.total_steps)
@@ -36,7 +36,7 @@ def test_rule_for_100_1000_100000_bags(
     assert d.total_steps >= min(2000, 20 * d.steps_per_epoch)
 
 
-@pytest.mark.parametrize("n_train", [1, 7, 8, 63, 64, 2047, 2048, 10**7])
+@pytest.mark.parametrize("n_train", [1, 7, 8, 127, 128, 4095, 4096, 10**7])
 def test_rule_bounds(n_train):
     d = scaled_defaults(n_train)
     assert 8 <= d.batch_size <= 256

@@ -24,7 +24,7 @@ VAL_MEAN_AUROC = "validation_mean_auroc"
 VAL_LOSS = "validation_loss"
 
 #: The rule of :func:`scaled_defaults` (see its docstring and ``MILModelBase.train``).
-STEPS_PER_EPOCH_TARGET = 8  # batch size ≈ n_train / 8 for small data: ~8 optimiser steps per epoch
+STEPS_PER_EPOCH_TARGET = 16  # batch size ≈ n_train / 16 for small data: ~16 optimiser steps per epoch
 MIN_BATCH_SIZE, MAX_BATCH_SIZE = 8, 256
 STEP_BUDGET = 2000  # optimiser steps the default max_epochs aims at
 MIN_EPOCHS, MAX_EPOCHS = 20, 300
@@ -62,9 +62,9 @@ def scaled_defaults(
 ) -> TrainingDefaults:
     """The training defaults for ``n_train`` training bags; a value given (not None) is kept as it is.
 
-    - ``batch_size = min(256, max(8, n_train // 8))``: about 8 optimiser steps per epoch on small data sets
-      (a 100-bag set gets 12-bag batches, not a single 256-bag step per epoch), the paper's 256 bags from
-      2,048 training bags on.
+    - ``batch_size = min(256, max(8, n_train // 16))``: about 16 optimiser steps per epoch on small data sets
+      (a 100-bag set gets 8-bag batches, not a single 256-bag step per epoch), the paper's 256 bags from
+      4,096 training bags on.
     - ``steps_per_epoch = ceil(n_train / batch_size)``.
     - ``max_epochs = clip(ceil(2000 / steps_per_epoch), 20, 300)``: a budget of about 2,000 optimiser steps,
       at least 20 epochs (every bag seen 20 times on large screens: 100,000 bags → 7,820 steps) and at most 300.
@@ -189,7 +189,7 @@ class MILTrainingPlan(pl.LightningModule):
         self.lr, self.weight_decay, self.max_epochs = lr, weight_decay, max_epochs
         self.lr_warmup_steps = int(lr_warmup_steps)
         self.bag_groups = None if bag_groups is None else np.asarray(bag_groups)
-        self.weighting = make_weighting(weighting, len(self.assays), weighting_kwargs)
+        self.weighting = make_weighting(weighting, len(self.assays), weighting_kwargs, assays=self.assays)
         self.register_buffer(
             "pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
         )
@@ -234,6 +234,7 @@ class MILTrainingPlan(pl.LightningModule):
         n = sums[2]
         mean = torch.where(n > 0, sums[:2] / n.clamp_min(1), torch.full_like(sums[:2], float("nan")))
         mean = mean.cpu().numpy()
+        self.weighting.on_train_epoch_end(mean[0])  # epoch-mean loss per task (NaN: no labels)
         log = {"on_epoch": True, "sync_dist": False}  # reduced above: the same value in every process
         for t, name in enumerate(self.assays):
             self.log(f"task_loss_{name}", float(mean[0, t]), **log)
