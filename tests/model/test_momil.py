@@ -309,3 +309,23 @@ def test_compound_predictions_and_latent_levels(small):
     np.testing.assert_allclose(bag, mean_inst.loc[bags.index].to_numpy(), atol=1e-5)
     per_assay = model.get_latent_representation(level="assay")
     assert per_assay.shape == (len(bags), 4, 4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"max_epochs": "5"}, "max_epochs"), ({"lr": "0.1"}, "lr"), ({"batch_size": 2.5}, "batch_size"),
+     ({"patience": True}, "patience"), ({"validation_size": "0.2"}, "validation_size")],
+)  # fmt: skip
+def test_train_wrong_types_are_type_errors(small, kwargs, name):
+    ht.model.MoMIL.setup_anndata(small)
+    model = ht.model.MoMIL(small, n_hidden=8, n_head_hidden=4)
+    with pytest.raises(TypeError, match=name):
+        model.train(**kwargs)
+    assert not model.is_trained
+
+
+def test_setup_errors_name_the_arguments(small):
+    with pytest.raises(KeyError, match="batch_key"):
+        ht.model.MoMIL.setup_anndata(small, batch_key="nope")
+    with pytest.raises(KeyError, match="group_key"):
+        ht.model.MoMIL.setup_anndata(small, group_key="nope")

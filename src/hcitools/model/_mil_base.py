@@ -20,7 +20,7 @@ from scvi.train import TrainRunner
 
 from .._constants import HCI_KEYS, MIL_KEYS, MODULE_KEYS
 from .._utils import progress_bar_default, quiet_loggers, third_party_quiet, warn
-from .._validate import _preview, check_constant_within, check_labels, validate_hci
+from .._validate import _preview, check_constant_within, check_int, check_labels, check_real, validate_hci
 from ..dataloaders import BagData, BagDataSplitter, bag_loader
 from ..train import MILTrainingPlan, RestoreBestWeights
 from ..train._mil_plan import (
@@ -93,32 +93,24 @@ def _check_train_args(
     *, validation_key, validation_values, validation_size, max_instances, monitor, **numbers
 ) -> list | None:
     """Check the arguments of ``train`` before anything runs; return ``validation_values`` as a list."""
-    rules = {
-        "max_epochs": (lambda v: _is_int(v) and v >= 1, "None (derived) or an integer ≥ 1"),
-        "warmup_epochs": (lambda v: _is_int(v) and v >= 0, "None (derived) or an integer ≥ 0"),
-        "patience": (lambda v: _is_int(v) and v >= 1, "None (derived) or an integer ≥ 1"),
-        "batch_size": (lambda v: _is_int(v) and v >= 1, "None (derived) or an integer ≥ 1 (bags per batch)"),
-        "lr_warmup_steps": (lambda v: _is_int(v) and v >= 0, "None (derived) or an integer ≥ 0"),
-        "lr": (lambda v: _is_real(v) and v > 0, "a number > 0"),
-        "weight_decay": (lambda v: _is_real(v) and v >= 0, "a number ≥ 0"),
-    }
-    derivable = {"max_epochs", "warmup_epochs", "patience", "batch_size", "lr_warmup_steps"}
+    bounds = {"max_epochs": 1, "warmup_epochs": 0, "patience": 1, "batch_size": 1, "lr_warmup_steps": 0}
     for name, value in numbers.items():
-        ok, what = rules[name]
-        if not ((value is None and name in derivable) or ok(value)):
-            raise ValueError(f"`{name}` must be {what}, got {value!r}.")
+        if name in bounds:  # None: derived from the data (see `train`)
+            check_int(value, name, min=bounds[name], allow_none=True)
+        elif name == "lr":
+            check_real(value, name, min=0, min_inclusive=False)
+        else:
+            check_real(value, name, min=0)
     if monitor not in MONITORS:
         raise ValueError(f"`monitor` must be one of {list(MONITORS)}, got {monitor!r}.")
-    if max_instances is not None and not (_is_int(max_instances) and max_instances >= 1):
-        raise ValueError(f"`max_instances` must be None (off) or an integer ≥ 1, got {max_instances!r}.")
+    check_int(max_instances, "max_instances", min=1, allow_none=True)
     if validation_key is None:
         if validation_values is not None:
             raise ValueError(
                 "`validation_values` needs `validation_key`, the obs column they are values of "
                 "(e.g. validation_key='fold', validation_values=[3])."
             )
-        if not (_is_real(validation_size) and 0 <= validation_size < 1):
-            raise ValueError(f"`validation_size` must be in [0, 1), got {validation_size!r}.")
+        check_real(validation_size, "validation_size", min=0, max=1, max_inclusive=False)
         return None
     if validation_values is None:
         raise ValueError("`validation_key` needs `validation_values`, the values that mark validation bags.")
@@ -210,6 +202,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             rep_key=rep_key,
             layer=layer,
             labels_key=None,
+            arg_names={"plate_key": "batch_key", "compound_key": "group_key"},
         )
         bags = adata.obs[bag_key].to_numpy()
         if not query:
@@ -555,8 +548,11 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             Weight positives by ``n_neg / n_pos`` per assay in the BCE, from the observed training labels (held
             by the training plan, not the module).
         weighting
-            How per-assay losses are combined: a name of ``hcitools.train.WEIGHTINGS`` (``"equal"``: their sum
-            over the assays observed in the batch) or a :class:`~hcitools.train.TaskWeighting` instance.
+            How per-assay losses are combined: a name of ``hcitools.train.WEIGHTINGS`` — ``"equal"`` (their sum
+            over the assays observed in the batch), ``"uncertainty"`` (Kendall et al., learned log σ² per assay),
+            ``"amtl"`` (thesis 000's modified AMTL from validation AUROC and task potentials), ``"amtl_geometric"``
+            (the original weighted geometric mean), ``"dwa"`` (dynamic weight averaging) — or a
+            :class:`~hcitools.train.TaskWeighting` instance. Assays without a label in a batch contribute nothing.
         weighting_kwargs
             Keyword arguments of the strategy named by ``weighting``.
         max_instances
@@ -627,7 +623,8 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             )
         if not isinstance(pos_weight, bool | np.bool_):
             raise TypeError(f"`pos_weight` must be True or False, got {pos_weight!r}.")
-        make_weighting(weighting, len(self.assays), weighting_kwargs)  # checks the name, instance and kwargs
+        # checks the name, instance, kwargs and assay names (e.g. AMTL's potentials)
+        make_weighting(weighting, len(self.assays), weighting_kwargs, assays=self.assays)
         enable_progress_bar = progress_bar_default(enable_progress_bar)
         self._check_training_data()
         splitter = self._make_data_splitter(
