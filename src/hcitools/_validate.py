@@ -49,6 +49,18 @@ def _preview(values: Iterable[Any], n: int = 5) -> str:
     return shown + (f", … ({len(values)} in all)" if len(values) > n else "")
 
 
+def _number_hint(name: str, value: Any) -> str:
+    """For a number given as a string: pass the number itself (with the call to write)."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return " Pass a number, not a string."
+    shown = int(number) if number.is_integer() else number
+    return f" Pass a number, not a string: `{name}={shown!r}`."
+
+
 def _given(value: Any) -> str:
     """How a message shows what the user passed: its repr and, when that could mislead, its type."""
     shown = repr(value)
@@ -100,8 +112,7 @@ def check_int(
     bounds = _bound_text(min, max)
     what = "an integer" + (f" {bounds}" if bounds else "") + (" or None" if allow_none else "")
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
-        hint = " Pass a number, not a string." if isinstance(value, str) else ""
-        raise TypeError(f"`{name}` must be {what}, got {_given(value)}.{hint}")
+        raise TypeError(f"`{name}` must be {what}, got {_given(value)}.{_number_hint(name, value)}")
     if (min is not None and value < min) or (max is not None and value > max):
         raise ValueError(f"`{name}` must be {what}, got {value!r}.")
     return int(value)
@@ -127,8 +138,7 @@ def check_real(
     bounds = _bound_text(min, max, min_inclusive, max_inclusive)
     what = "a finite number" + (f" {bounds}" if bounds else "") + (" or None" if allow_none else "")
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        hint = " Pass a number, not a string." if isinstance(value, str) else ""
-        raise TypeError(f"`{name}` must be {what}, got {_given(value)}.{hint}")
+        raise TypeError(f"`{name}` must be {what}, got {_given(value)}.{_number_hint(name, value)}")
     v = float(value)
     below = min is not None and (v < min if min_inclusive else v <= min)
     above = max is not None and (v > max if max_inclusive else v >= max)

@@ -286,7 +286,7 @@ def test_train_message_names_the_fix():
     adata = _small()
     ht.model.MTAe.setup_anndata(adata)
     model = ht.model.MTAe(adata, n_latent=4, n_hidden=8)
-    with pytest.raises(TypeError, match=r"got '5' \(str\)\. Pass the number itself: `max_epochs=5`"):
+    with pytest.raises(TypeError, match=r"got '5' \(str\)\. Pass a number, not a string: `max_epochs=5`"):
         model.train(max_epochs="5")
 
 

@@ -882,7 +882,7 @@ class MTAe(PersistenceMixin, BaseModelClass):
         not_ctrl = (adata_ctrl.obs[key] != control).to_numpy()
         if not_ctrl.any():
             raise ValueError(
-                f"predict's input cells must be control cells (adata.obs[{key!r}] == {control!r}); {int(not_ctrl.sum())} "
+                f"predict's input cells (argument `adata_ctrl`) must be control cells (adata.obs[{key!r}] == {control!r}); {int(not_ctrl.sum())} "
                 f"of {adata_ctrl.n_obs} are not (conditions {_preview(pd.unique(adata_ctrl.obs[key][not_ctrl]))}). "
                 f"Select the controls: `adata[adata.obs[{key!r}] == {control!r}].copy()`."
             )

@@ -12,7 +12,14 @@ from anndata import AnnData
 
 from .._constants import PERTURBATION_KEYS
 from .._utils import import_optional, logger, to_dense
-from .._validate import check_anndata, validate_perturbation
+from .._validate import (
+    check_anndata,
+    check_bool,
+    check_choice,
+    check_int,
+    check_real,
+    validate_perturbation,
+)
 
 #: Baselines of :func:`predict_baseline`.
 BASELINES = ("identity", "mean_shift", "scgen")
@@ -29,76 +36,41 @@ def _given(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def _hint(name: str, value: Any) -> str:
-    """For a number given as a string: pass the number itself."""
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return ""
-        shown = int(number) if number.is_integer() else number
-        return f" Pass the number itself: `{name}={shown!r}`."
-    return ""
-
-
+# Thin adapters over the package's shared argument checks (``hcitools._validate``), keeping this module's
+# (name, value) argument order.
 def check_int_arg(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
-    """``value`` as an int, raising a TypeError for a non-int (bools and strings included) and a ValueError
-    outside ``[minimum, maximum]``."""
-    bounds = " and ".join(
-        b
-        for b in (
-            f"≥ {minimum}" if minimum is not None else "",
-            f"≤ {maximum}" if maximum is not None else "",
-        )
-        if b
-    )
-    if not _is_int(value):
-        raise TypeError(
-            f"`{name}` must be an int{' ' + bounds if bounds else ''}, got {_given(value)}.{_hint(name, value)}"
-        )
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise ValueError(f"`{name}` must be an int {bounds}, got {value!r}.")
-    return int(value)
+    """``value`` as an int in ``[minimum, maximum]`` (:func:`hcitools._validate.check_int`)."""
+    return check_int(value, name, min=minimum, max=maximum)
 
 
 def check_real_arg(
     name: str, value: Any, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
     high_open: bool = False,
 ) -> float:  # fmt: skip
-    """``value`` as a finite float in the interval, raising a TypeError for a non-number (bools and strings
-    included) and a ValueError outside the interval or for NaN / inf."""
-    parts = []
-    if low != -math.inf:
-        parts.append(f"{'>' if low_open else '≥'} {low:g}")
-    if high != math.inf:
-        parts.append(f"{'<' if high_open else '≤'} {high:g}")
-    bound = "a finite number" + (" " + " and ".join(parts) if parts else "")
-    if not isinstance(value, int | float | np.integer | np.floating) or isinstance(value, bool | np.bool_):
-        raise TypeError(f"`{name}` must be {bound}, got {_given(value)}.{_hint(name, value)}")
-    ok = math.isfinite(value) and (value > low if low_open else value >= low)
-    ok = ok and (value < high if high_open else value <= high)
-    if not ok:
-        raise ValueError(f"`{name}` must be {bound}, got {value!r}.")
-    return float(value)
+    """``value`` as a finite float in the interval (:func:`hcitools._validate.check_real`)."""
+    return check_real(
+        value,
+        name,
+        min=None if low == -math.inf else low,
+        max=None if high == math.inf else high,
+        min_inclusive=not low_open,
+        max_inclusive=not high_open,
+    )
 
 
 def check_bool_arg(name: str, value: Any) -> bool:
-    """Raise a TypeError unless ``value`` is True or False."""
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"`{name}` must be True or False, got {_given(value)}.")
-    return bool(value)
+    """:func:`hcitools._validate.check_bool`."""
+    return check_bool(value, name)
 
 
 def check_choice_arg(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    """Raise a ValueError unless ``value`` is one of ``choices``."""
-    if isinstance(value, list | dict | set) or not any(value == c for c in choices):
-        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
-    return value
+    """:func:`hcitools._validate.check_choice`."""
+    return check_choice(value, name, choices)
 
 
 def check_seed_arg(name: str, value: Any) -> int:
     """A seed: an int in [0, 2**32 − 1] (the range numpy and Lightning accept)."""
-    return check_int_arg(name, value, 0, 2**32 - 1)
+    return check_int(value, name, min=0, max=2**32 - 1)
 
 
 def check_names_arg(name: str, value: Any, choices: Sequence[str], *, allow_empty: bool = False) -> list[str]:

@@ -540,7 +540,7 @@ def rank_models(
     missing = [m for m in metrics if m not in results.columns]
     if missing:
         raise KeyError(
-            f"Metrics {missing} are not columns of `results` (columns: {list(results.columns)[:20]})."
+            f"Metrics {missing} (argument `metrics`) are not columns of `results` (columns: {list(results.columns)[:20]})."
         )
     not_numeric = [m for m in metrics if not pd.api.types.is_numeric_dtype(results[m])]
     if not_numeric:
