@@ -53,7 +53,8 @@ def test_verdict_says_so_when_momil_loses():
         }
     )
     text = verdict(summary)
-    assert "MoMIL does NOT beat pooled logistic regression (Δ -0.020)" in text and "bag size" not in text
+    assert "MoMIL does NOT beat pooled logistic regression (Δ -0.020)" in text
+    assert "it beats bag size (Δ +0.100, p = 0.010)" in text
     summary.loc[1, ["delta", "p_value"]] = [0.01, 0.2]
     assert "not significantly" in verdict(summary)
     summary.loc[1, ["delta", "p_value"]] = [0.05, 0.01]
