@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import HCI_KEYS
-from .._utils import logger
+from .._utils import logger, progress_bar
 from .._validate import check_bool, check_frame, check_int, check_real, check_str
 
 
@@ -230,7 +230,6 @@ def embed_tiles(
     (4, 8)
     """
     import torch
-    from tqdm.auto import tqdm
 
     if not isinstance(tiles, Tiles):
         raise TypeError(
@@ -251,7 +250,9 @@ def embed_tiles(
     outs = []
     try:
         with torch.inference_mode():
-            for start in tqdm(range(0, len(tiles), batch_size), desc="embedding crops", disable=not progress):
+            for start in progress_bar(
+                range(0, len(tiles), batch_size), desc="embedding crops", disable=not progress
+            ):
                 batch = torch.from_numpy(tiles.images[start : start + batch_size]).to(dev, non_blocking=True)
                 if transform is not None:
                     batch = transform(batch)

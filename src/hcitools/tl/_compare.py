@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
-from tqdm.auto import tqdm
 
+from .._utils import progress_bar
 from .._validate import check_binary_frame, check_bool, check_frame, check_int
 from ._evaluate import common_assays, warn_small_classes
 
@@ -94,7 +94,7 @@ def compare_methods(
             raise TypeError(f"`{name}` must hold numbers (scores or probabilities): {err}") from err
     rng = np.random.default_rng(seed)
     rows = {}
-    for assay in tqdm(assays, desc="bootstrap", disable=not progress):
+    for assay in progress_bar(assays, desc="bootstrap", disable=not progress):
         y = labels.loc[common, assay].to_numpy(float)
         a = pred_a.loc[common, assay].to_numpy(float)
         b = pred_b.loc[common, assay].to_numpy(float)

@@ -13,7 +13,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._constants import PERTURBATION_KEYS
-from .._utils import logger, progress_bar_default, to_dense, warn
+from .._utils import logger, progress_bar, progress_bar_default, to_dense, warn
 from ._pca import pca_basis
 from ._perturbation import (
     BASELINES,
@@ -732,8 +732,6 @@ def benchmark_perturbation(
     under the model name ``"ceiling (split half)"``), which :func:`rank_models` accepts as it is. ``adata`` is
     not modified.
     """
-    from tqdm.auto import tqdm
-
     from ..model._mtae import VARIANTS
     from ._perturbation import _check_keys, _resolve_condition
 
@@ -806,7 +804,9 @@ def benchmark_perturbation(
     rows: list[dict] = []
     notes = _FoldNotes()
     per_fold = len(models) + len(baselines) + int(ceiling)
-    bar = tqdm(total=len(cell_types) * len(seeds) * per_fold, desc="benchmark", unit="fit", disable=not show)
+    bar = progress_bar(
+        total=len(cell_types) * len(seeds) * per_fold, desc="benchmark", unit="fit", disable=not show
+    )
     try:
         for cell_type, seed in ((c, s) for c in cell_types for s in seeds):
             _benchmark_fold(
