@@ -14,6 +14,7 @@ from ._perturbation_eval import (
     top_degs,
 )
 from ._potentials import task_potentials
+from ._probe import probe_concepts
 
 __all__ = [
     "bag_size_baseline",
@@ -26,6 +27,7 @@ __all__ = [
     "phenotypic_activity",
     "pooled_logistic_regression",
     "predict_baseline",
+    "probe_concepts",
     "rank_models",
     "split_ood",
     "task_potentials",
