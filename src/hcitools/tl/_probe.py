@@ -103,7 +103,9 @@ def probe_concepts(
     seed = check_int(seed, "seed", min=0)
     setup = getattr(model, "_setup", None)
     if not isinstance(setup, dict) or "bag_key" not in setup:
-        raise TypeError(f"`model` must be a MIL model set up with `setup_anndata`, got {type(model).__name__}.")
+        raise TypeError(
+            f"`model` must be a MIL model set up with `setup_anndata`, got {type(model).__name__}."
+        )
     bag_key, group_key = setup["bag_key"], setup.get("group_key")
     if level == "compound" and group_key is None:
         raise ValueError("`level='compound'` needs `group_key` at setup_anndata (e.g. group_key='compound').")
@@ -127,7 +129,9 @@ def probe_concepts(
     if level == "compound":
         units, unit_of_bag = np.unique(groups.astype(str), return_inverse=True)
         reps = {name: _mean_by(x, unit_of_bag, len(units)) for name, x in reps.items()}
-        concepts = {k: _concept_by_compound(k, v, unit_of_bag, len(units), group_key) for k, v in concepts.items()}
+        concepts = {
+            k: _concept_by_compound(k, v, unit_of_bag, len(units), group_key) for k, v in concepts.items()
+        }
         groups = None  # one row per compound: plain (stratified) K-fold over compounds
     rows = []
     for key in keys:
@@ -182,14 +186,18 @@ def _representations(model, adata: AnnData, data) -> dict[str, np.ndarray]:
     reps = {"pooled_input": pooled}
     kinds = model.module.output_kinds
     if MODULE_KEYS.INSTANCE_EMBEDDING in kinds:
-        reps["shared_projection"] = np.asarray(model.get_latent_representation(adata, level="bag"), np.float64)
+        reps["shared_projection"] = np.asarray(
+            model.get_latent_representation(adata, level="bag"), np.float64
+        )
     else:
         warn(f"{type(model).__name__} has no shared projection; that representation is not probed.")
     if MODULE_KEYS.BAG_EMBEDDING in kinds:
         emb = np.asarray(model.get_latent_representation(adata, level="assay"), np.float64)
         reps["bag_embedding"] = emb.reshape(len(emb), -1)
     else:
-        warn(f"{type(model).__name__} has no attention-pooled bag embedding; that representation is not probed.")
+        warn(
+            f"{type(model).__name__} has no attention-pooled bag embedding; that representation is not probed."
+        )
     for name, x in reps.items():
         if len(x) != data.n_bags:
             raise RuntimeError(f"The {name} has {len(x)} rows for {data.n_bags} bags.")
@@ -239,7 +247,9 @@ def _folds(y: np.ndarray, groups, numeric: bool, n_splits: int, seed: int, key: 
         if not np.isfinite(y.astype(float)).all():
             raise ValueError(f"adata.obs[{key!r}] holds infinite values; a probe needs finite targets.")
         splitter = (
-            KFold(n_splits, shuffle=True, random_state=state) if split_groups is None else GroupKFold(n_splits)
+            KFold(n_splits, shuffle=True, random_state=state)
+            if split_groups is None
+            else GroupKFold(n_splits)
         )
         return splitter, split_groups, None
     classes = pd.Series(y.astype(str))
@@ -276,9 +286,13 @@ def _probe(x: np.ndarray, y: np.ndarray, numeric: bool, splitter, groups) -> np.
         estimator = make_pipeline(StandardScaler(), RidgeCV(alphas=_RIDGE_ALPHAS))
         target, scoring = y.astype(float), "r2"
     else:
-        estimator = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000))
+        estimator = make_pipeline(
+            StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000)
+        )
         target, scoring = y.astype(str), "balanced_accuracy"
-    return cross_val_score(estimator, x, target, groups=groups, cv=splitter, scoring=scoring, error_score="raise")
+    return cross_val_score(
+        estimator, x, target, groups=groups, cv=splitter, scoring=scoring, error_score="raise"
+    )
 
 
 __all__ = ["REPRESENTATIONS", "probe_concepts"]
