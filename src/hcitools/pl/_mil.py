@@ -1,4 +1,4 @@
-"""Plots of MIL training and attention."""
+"""Plots of MIL training (losses, task weights) and attention."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._constants import HCI_KEYS
-from .._validate import check_anndata, check_bool, check_obs_keys, check_str
+from .._constants import HCI_KEYS, MODULE_KEYS
+from .._validate import _preview, check_anndata, check_bool, check_obs_keys, check_str
 
 
 def _new_axes(ax, figsize):
@@ -21,15 +21,32 @@ def _new_axes(ax, figsize):
     return ax.figure, ax
 
 
+def _history(model) -> dict:
+    history = getattr(model, "history", None)
+    if not isinstance(history, dict) or not history:
+        raise ValueError("`model` has no training history; train it first (`model.train()`).")
+    return history
+
+
+def _series(history: dict, key: str) -> pd.Series:
+    """One history entry as a float Series indexed by epoch (scvi-tools keeps a one-column DataFrame per key)."""
+    entry = history[key]
+    return (entry[key] if isinstance(entry, pd.DataFrame) else pd.Series(entry)).astype(float)
+
+
 def training_history(
     model,
     *,
     keys: Sequence[str] = ("train_loss", "validation_loss"),
     metric: str = "validation_mean_auroc",
+    terms: Sequence[str] = (MODULE_KEYS.PRIOR_LOSS, MODULE_KEYS.ADVERSARIAL_LOSS),
     ax=None,
     return_fig: bool = False,
 ):
     """Per-epoch losses and the early-stopping metric of a trained model, with the kept epoch marked.
+
+    The terms added to the loss outside the task weighting (the task-prior loss, the adversarial branch's
+    domain cross-entropy) are drawn dashed when the history holds them.
 
     Parameters
     ----------
@@ -40,6 +57,10 @@ def training_history(
         History entries drawn on the left axis (entries the history lacks are skipped).
     metric
         History entry drawn on a right axis (``None`` for none), e.g. ``"validation_auroc_<assay>"``.
+    terms
+        History entries of the training-only loss terms, drawn dashed on the left axis when present (default
+        ``prior_loss`` and ``adversarial_loss``; ``()`` for none). The adversarial loss is the domain
+        classifier's cross-entropy; it rises as the shared representation forgets the batch.
     ax
         Matplotlib Axes to draw on; a new figure when ``None``.
     return_fig
@@ -49,26 +70,31 @@ def training_history(
     -------
     The Axes, or the Figure when ``return_fig=True``.
     """
-    if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
-        raise TypeError(f"`keys` must be a list of history entry names, e.g. ['train_loss'], got {keys!r}.")
+    for name, value in (("keys", keys), ("terms", terms)):
+        if isinstance(value, str) or not all(isinstance(k, str) for k in value):
+            raise TypeError(
+                f"`{name}` must be a list of history entry names, e.g. ['train_loss'], got {value!r}."
+            )
     check_str(metric, "metric", allow_none=True)
     check_bool(return_fig, "return_fig")
-    history = getattr(model, "history", None)
-    if not isinstance(history, dict) or not history:
-        raise ValueError("`model` has no training history; train it first (`model.train()`).")
+    history = _history(model)
     present = [k for k in keys if k in history]
+    extra = [k for k in terms if k in history and k not in present]
     if not present and (metric is None or metric not in history):
         raise KeyError(f"None of {[*keys, metric]} is in the history; it holds {sorted(history)}.")
     fig, ax = _new_axes(ax, (5, 3.2))
     for k in present:
-        s = history[k][k].astype(float)
+        s = _series(history, k)
         ax.plot(s.index, s.to_numpy(), label=k)
+    for k in extra:
+        s = _series(history, k)
+        ax.plot(s.index, s.to_numpy(), linestyle="--", label=f"{k} (training)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     handles, labels = ax.get_legend_handles_labels()
     if metric is not None and metric in history:
         right = ax.twinx()
-        s = history[metric][metric].astype(float)
+        s = _series(history, metric)
         (line,) = right.plot(s.index, s.to_numpy(), color="black", label=metric)
         right.set_ylabel(metric.replace("_", " "))
         handles.append(line)
@@ -161,5 +187,102 @@ def attention(
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel(groupby)
     ax.set_ylabel(f"attention × bag size ({assay})")
+    fig.tight_layout()
+    return fig if return_fig else ax
+
+
+_WEIGHT_PREFIX = "task_weight_"
+
+
+def task_weights(
+    model,
+    *,
+    assays: Sequence[str] | None = None,
+    ax=None,
+    return_fig: bool = False,
+):
+    """Per-epoch task weights of a trained model, one line per assay, the primary assays highlighted.
+
+    The weights are those the task-weighting strategy (``model.train(weighting=...)``) gave each assay,
+    averaged over the epoch's training batches in which the assay had an observed label (an assay absent from a
+    batch gets no weight there). Primary assays (``model.primary_assays``) are drawn in colour and named in the
+    legend (every assay, when the model has no primary assays); the other assays in thin grey (one legend entry,
+    with their number); auxiliary concepts (``aux_<key>``) in dashed grey.
+
+    Parameters
+    ----------
+    model
+        A trained model whose ``history`` holds ``task_weight_<assay>`` (e.g. :class:`hcitools.model.MoMIL`).
+    assays
+        Assays (or ``aux_<key>`` concepts) to draw, in this order; default: every task with weights in the
+        history (the model's assays in their order, then auxiliary concepts).
+    ax
+        Matplotlib Axes to draw on; a new figure when ``None``.
+    return_fig
+        Return the Figure instead of the Axes.
+
+    Returns
+    -------
+    The Axes, or the Figure when ``return_fig=True``. Epochs at which an assay had no label at all (NaN
+    weight) are gaps in its line.
+    """
+    check_bool(return_fig, "return_fig")
+    history = _history(model)
+    logged = [k[len(_WEIGHT_PREFIX) :] for k in history if k.startswith(_WEIGHT_PREFIX)]
+    if not logged:
+        raise KeyError(
+            f"The history holds no task weights ({_WEIGHT_PREFIX}<assay>); it holds {_preview(sorted(history), 8)}. "
+            "Train the model again with this version of hcitools."
+        )
+    if assays is None:
+        model_assays = [str(a) for a in (getattr(model, "assays", None) or [])]
+        assays = [a for a in model_assays if a in logged] + [a for a in logged if a not in model_assays]
+    else:
+        if isinstance(assays, str) or not all(isinstance(a, str) for a in assays):
+            raise TypeError(f"`assays` must be a list of assay names, e.g. ['assay_01'], got {assays!r}.")
+        assays = list(dict.fromkeys(assays))
+        missing = [a for a in assays if a not in logged]
+        if missing:
+            raise KeyError(
+                f"The history has no task weights of {_preview(missing)} (argument `assays`); it has weights of "
+                f"{_preview(logged, 8)}."
+            )
+        if not assays:
+            raise ValueError("`assays` is empty; pass assay names or None for all.")
+    primary_assays = getattr(model, "primary_assays", None)
+    # no primary assays designated: every assay is a target, every one drawn in colour
+    primary = (
+        {a for a in assays if not a.startswith("aux_")} if primary_assays is None else set(primary_assays)
+    )
+    import matplotlib as mpl
+
+    colours = mpl.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    fig, ax = _new_axes(ax, (5, 3.2))
+    handles, labels, n_other, i_primary = [], [], 0, 0
+    other_handle = None
+    for a in assays:
+        s = _series(history, f"{_WEIGHT_PREFIX}{a}")
+        if a in primary:
+            (line,) = ax.plot(
+                s.index, s.to_numpy(), color=colours[i_primary % len(colours)], linewidth=2.2, zorder=3
+            )
+            i_primary += 1
+            handles.append(line)
+            labels.append(a)
+        elif a.startswith("aux_"):
+            (line,) = ax.plot(s.index, s.to_numpy(), color="grey", linestyle="--", linewidth=1.2, zorder=2)
+            handles.append(line)
+            labels.append(a)
+        else:
+            (line,) = ax.plot(s.index, s.to_numpy(), color="lightgrey", linewidth=1.0, zorder=1)
+            n_other += 1
+            other_handle = line
+    if other_handle is not None:
+        handles.append(other_handle)
+        labels.append(f"other assays (n={n_other})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("task weight")
+    ax.set_title(f"task weights of {len(assays)} tasks ({i_primary} primary)", fontsize="medium")
+    ax.legend(handles, labels, frameon=False, fontsize="small")
     fig.tight_layout()
     return fig if return_fig else ax
