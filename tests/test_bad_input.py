@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import hcitools as ht
-from hcitools._utils import to_dense
+from hcitools._testing import assert_unchanged, snapshot
 
 # ------------------------------------------------------------------------------------------------ fixtures
 
@@ -59,39 +59,6 @@ def mtae_base(pert_base):
     model = ht.model.MTAe(adata, n_latent=4, n_hidden=(16,), n_pca=5)
     model.train(max_epochs=1, batch_size=32, enable_progress_bar=False)
     return model
-
-
-def snapshot(adata) -> dict[str, Any]:
-    """Everything a failed call must leave as it was."""
-    obsm = {}
-    for k, v in adata.obsm.items():
-        obsm[k] = v.copy(deep=True) if isinstance(v, pd.DataFrame) else np.array(to_dense(v), copy=True)
-    return {
-        "X": None if adata.X is None else np.array(to_dense(adata.X), copy=True),
-        "obs": adata.obs.copy(deep=True),
-        "obsm": obsm,
-        "uns": sorted(adata.uns.keys(), key=repr),
-        "var": adata.var.copy(deep=True),
-        "layers": sorted(adata.layers.keys(), key=repr),
-        "shape": adata.shape,
-    }
-
-
-def assert_unchanged(before: dict[str, Any], adata) -> None:
-    after = snapshot(adata)
-    assert after["shape"] == before["shape"]
-    np.testing.assert_array_equal(after["X"], before["X"])
-    pd.testing.assert_frame_equal(after["obs"], before["obs"])  # values and dtypes
-    assert list(after["obsm"]) == list(before["obsm"])
-    for k, v in before["obsm"].items():
-        if isinstance(v, pd.DataFrame):
-            pd.testing.assert_frame_equal(after["obsm"][k], v)
-        else:
-            assert after["obsm"][k].dtype == v.dtype, k
-            np.testing.assert_array_equal(after["obsm"][k], v)
-    assert after["uns"] == before["uns"]
-    pd.testing.assert_frame_equal(after["var"], before["var"])
-    assert after["layers"] == before["layers"]
 
 
 # ------------------------------------------------------------------------------------------------ cases

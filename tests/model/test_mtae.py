@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import hcitools as ht
+from hcitools._testing import assert_unchanged, snapshot
 from hcitools.dataloaders import PairedDataSplitter
 from hcitools.dataloaders._cells import TARGET_CONDITION_KEY, TARGET_X_KEY
 from hcitools.model._mtae import VARIANTS, _split_cells, ot_pairs
@@ -224,18 +225,11 @@ def test_saved_fixture_keeps_loading():
 
 # ------------------------------------------------------------------------------------------------- validate, then mutate
 def _snapshot(adata):
-    """What a failed call must leave unchanged: X, obs values and dtypes, obsm keys, uns keys."""
-    X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.array(adata.X)
-    return X, adata.obs.copy(), adata.obs.dtypes.copy(), set(adata.obsm), set(adata.uns)
+    return snapshot(adata)
 
 
 def _assert_unchanged(adata, snap):
-    X, obs, dtypes, obsm, uns = snap
-    now = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-    np.testing.assert_array_equal(now, X)
-    pd.testing.assert_frame_equal(adata.obs, obs)
-    pd.testing.assert_series_equal(adata.obs.dtypes, dtypes)
-    assert set(adata.obsm) == obsm and set(adata.uns) == uns
+    assert_unchanged(snap, adata)
 
 
 @pytest.mark.parametrize(

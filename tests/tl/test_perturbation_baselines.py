@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import hcitools as ht
+from hcitools._testing import assert_unchanged, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -41,17 +42,11 @@ def _synthetic():
 
 
 def _snapshot(adata):
-    return adata.X.copy(), adata.obs.copy(), adata.obs.dtypes.copy(), set(adata.obsm), set(adata.uns)
+    return snapshot(adata)
 
 
 def _assert_unchanged(adata, snap):
-    import pandas as pd
-
-    X, obs, dtypes, obsm, uns = snap
-    np.testing.assert_array_equal(adata.X, X)
-    pd.testing.assert_frame_equal(adata.obs, obs)
-    pd.testing.assert_series_equal(adata.obs.dtypes, dtypes)
-    assert set(adata.obsm) == obsm and set(adata.uns) == uns
+    assert_unchanged(snap, adata)
 
 
 _SPLIT_CASES = [

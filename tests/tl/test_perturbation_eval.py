@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 import hcitools as ht
+from hcitools._testing import assert_unchanged, snapshot
 from hcitools.tl._perturbation_eval import _pca_basis
 
 # Paper 004, Table 1 (Kang et al.): raw values per model and metric (in parentheses in the paper).
@@ -281,17 +282,11 @@ def split():
 
 
 def _snapshot(adata):
-    X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.array(adata.X)
-    return X, adata.obs.copy(), adata.obs.dtypes.copy(), set(adata.obsm), set(adata.uns)
+    return snapshot(adata)
 
 
 def _assert_unchanged(adata, snap):
-    X, obs, dtypes, obsm, uns = snap
-    now = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-    np.testing.assert_array_equal(now, X)
-    pd.testing.assert_frame_equal(adata.obs, obs)
-    pd.testing.assert_series_equal(adata.obs.dtypes, dtypes)
-    assert set(adata.obsm) == obsm and set(adata.uns) == uns
+    assert_unchanged(snap, adata)
 
 
 def test_n_degs_above_the_genes_raises(split):
