@@ -44,6 +44,9 @@ class _MILKeys(NamedTuple):
     BAG_REGISTRY: str = "bag"
     GROUP_REGISTRY: str = "group"
     BATCH_REGISTRY: str = "batch"
+    BATCH: str = "batch"  # B, integer batch (plate) code of each bag (only with ``batch_key``)
+    AUX_REGISTRY: str = "aux"
+    AUX: str = "aux"  # B × K, the ``aux_keys`` of each bag (raw values; standardised by the module)
 
 
 MIL_KEYS = _MILKeys()
@@ -60,6 +63,11 @@ class _ModuleKeys(NamedTuple):
     INSTANCE_EMBEDDING: str = "instance_embedding"  # B × N × d
     TASK_LOSS: str = "task_loss"  # T, undetached per-task loss
     TASK_COUNT: str = "task_count"  # T, observed labels per task in the batch
+    BAG_REPRESENTATION: str = (
+        "bag_representation"  # B × d, shared bag representation (mean projected instance)
+    )
+    ADVERSARIAL_LOSS: str = "adversarial_loss"  # scalar, the domain (batch) classifier's cross-entropy
+    PRIOR_LOSS: str = "prior_loss"  # scalar, λ · the task-prior loss (000 §3.3.5)
 
 
 MODULE_KEYS = _ModuleKeys()

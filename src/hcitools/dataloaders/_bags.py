@@ -40,6 +40,10 @@ class BagData:
         Bag ids (the values of ``obs[bag_key]``), in bag order.
     groups
         Group (e.g. compound) of each bag, or None.
+    batch
+        int64 tensor n_bags: batch (plate) code of each bag (the registered ``batch_key``), or None.
+    aux
+        float32 tensor n_bags × K: the registered ``aux_keys`` of each bag (raw values), or None.
     """
 
     X: torch.Tensor
@@ -49,6 +53,8 @@ class BagData:
     labels: torch.Tensor
     bag_names: np.ndarray
     groups: np.ndarray | None = None
+    batch: torch.Tensor | None = None
+    aux: torch.Tensor | None = None
 
     @property
     def n_bags(self) -> int:
@@ -74,7 +80,9 @@ class BagData:
     def from_manager(cls, adata_manager, *, labels: bool) -> BagData:
         """Build from the fields registered by :meth:`hcitools.model.MoMIL.setup_anndata` (bags sorted by id).
 
-        ``labels=False`` (queries) never reads the labels: the data may lack them.
+        ``labels=False`` (queries) never reads the labels, the batch codes or the aux keys: the data may lack
+        them. With ``labels=True`` (training) the batch codes (``batch_key``) and the aux columns (``aux_keys``)
+        are read when registered.
         """
         from scvi import REGISTRY_KEYS
 
@@ -97,7 +105,16 @@ class BagData:
         if MIL_KEYS.GROUP_REGISTRY in fields:
             group_codes = np.asarray(adata_manager.get_from_registry(MIL_KEYS.GROUP_REGISTRY)).reshape(-1)
             groups = fields[MIL_KEYS.GROUP_REGISTRY].names(adata)[group_codes]
-        return cls._from_codes(X, codes, names, lab, n_tasks, groups)
+        data = cls._from_codes(X, codes, names, lab, n_tasks, groups)
+        if labels:
+            first = data.order[data.starts]
+            if MIL_KEYS.BATCH_REGISTRY in fields:
+                batch = np.asarray(adata_manager.get_from_registry(MIL_KEYS.BATCH_REGISTRY)).reshape(-1)
+                data.batch = torch.from_numpy(batch[first].astype(np.int64))
+            if MIL_KEYS.AUX_REGISTRY in fields:
+                aux = np.asarray(adata_manager.get_from_registry(MIL_KEYS.AUX_REGISTRY), dtype=np.float32)
+                data.aux = torch.from_numpy(np.ascontiguousarray(aux.reshape(len(codes), -1)[first]))
+        return data
 
     @classmethod
     def _from_codes(cls, X, codes, names, labels, n_tasks, groups) -> BagData:
@@ -118,7 +135,8 @@ class BagData:
 
 
 class BagCollator:
-    """Turn a list of bag indices into a padded batch ``{X: B × N × D, mask: B × N, labels: B × T, bag_index: B}``.
+    """Turn a list of bag indices into a padded batch ``{X: B × N × D, mask: B × N, labels: B × T, bag_index: B}``,
+    plus ``batch`` (B batch codes) and ``aux`` (B × K aux values) when the data holds them.
 
     Parameters
     ----------
@@ -154,12 +172,17 @@ class BagCollator:
             mask = offsets < sizes[:, None]
         rows = (starts[:, None] + offsets).masked_fill(~mask, 0)
         X = self.data.X[rows] * mask[..., None]
-        return {
+        out = {
             MIL_KEYS.X: X,
             MIL_KEYS.MASK: mask,
             MIL_KEYS.LABELS: self.data.labels[idx],
             MIL_KEYS.BAG_INDEX: idx,
         }
+        if self.data.batch is not None:
+            out[MIL_KEYS.BATCH] = self.data.batch[idx]
+        if self.data.aux is not None:
+            out[MIL_KEYS.AUX] = self.data.aux[idx]
+        return out
 
 
 class SizeGroupedSampler(Sampler[int]):

@@ -31,6 +31,9 @@ class MeanMLP(MILModelBase):
     loss_reduction
         ``"assay_mean"`` (default; every assay counts the same) or ``"label_sum"`` (sum over every observed
         label); see :func:`hcitools.module._mil.masked_bce`.
+    adversarial
+        Gradient-reversal branch predicting the ``batch_key`` (plate) from the shared bag representation (see
+        :class:`~hcitools.model.MoMIL`). Registered ``aux_keys`` add the auxiliary regressions.
     registry
         A saved registry instead of ``adata`` (used by ``load`` without data).
     """
@@ -46,10 +49,13 @@ class MeanMLP(MILModelBase):
         dropout: float = 0.5,
         primary_assays: Sequence[str] | None = None,
         loss_reduction: Literal["assay_mean", "label_sum"] = "assay_mean",
+        adversarial: bool = False,
     ):
         super().__init__(adata, registry)
         self._init_mil(
-            primary_assays, {"n_hidden": n_hidden, "dropout": dropout, "loss_reduction": loss_reduction}
+            primary_assays,
+            {"n_hidden": n_hidden, "dropout": dropout, "loss_reduction": loss_reduction},
+            adversarial=adversarial,
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -75,6 +81,9 @@ class MultiLabelMIL(MILModelBase):
     loss_reduction
         ``"assay_mean"`` (default; every assay counts the same) or ``"label_sum"`` (sum over every observed
         label); see :func:`hcitools.module._mil.masked_bce`.
+    adversarial
+        Gradient-reversal branch predicting the ``batch_key`` (plate) from the shared bag representation (see
+        :class:`~hcitools.model.MoMIL`). Registered ``aux_keys`` add the auxiliary regressions.
     registry
         A saved registry instead of ``adata`` (used by ``load`` without data).
     """
@@ -91,6 +100,7 @@ class MultiLabelMIL(MILModelBase):
         dropout: float = 0.5,
         primary_assays: Sequence[str] | None = None,
         loss_reduction: Literal["assay_mean", "label_sum"] = "assay_mean",
+        adversarial: bool = False,
     ):
         super().__init__(adata, registry)
         self._init_mil(
@@ -101,5 +111,6 @@ class MultiLabelMIL(MILModelBase):
                 "dropout": dropout,
                 "loss_reduction": loss_reduction,
             },
+            adversarial=adversarial,
         )
         self.init_params_ = self._get_init_params(locals())

@@ -14,25 +14,36 @@ from anndata import AnnData
 from scipy.special import expit
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField, ObsmField
+from scvi.data.fields import LayerField, NumericalJointObsField, ObsmField
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from .._constants import HCI_KEYS, MIL_KEYS, MODULE_KEYS
 from .._utils import progress_bar_default, quiet_loggers, third_party_quiet, warn
-from .._validate import _preview, check_constant_within, check_int, check_labels, check_real, validate_hci
+from .._validate import (
+    _preview,
+    check_bool,
+    check_constant_within,
+    check_int,
+    check_labels,
+    check_real,
+    validate_hci,
+)
 from ..dataloaders import BagData, BagDataSplitter, bag_loader
 from ..train import MILTrainingPlan, RestoreBestWeights
 from ..train._mil_plan import (
+    ADVERSARIAL_SCHEDULE,
     MIN_VALIDATION_CLASS,
     VAL_LOSS,
     VAL_MEAN_AUROC,
     EarlyStopping,
     TrainingDefaults,
+    check_adversarial_weight,
+    make_task_weighting,
     scaled_defaults,
 )
 from ..train._run import history_file_dir, run_training, seed_and_reset
-from ..train._weighting import TaskWeighting, make_weighting
+from ..train._weighting import TaskWeighting
 from .base import BagIdField, LabelsField, PersistenceMixin
 
 logger = logging.getLogger("hcitools")
@@ -58,6 +69,90 @@ def _check_assays_learnable(labels: pd.DataFrame, bags: np.ndarray) -> None:
             + "; ".join(parts)
             + ". Drop them, e.g. `adata.obsm['assays'] = adata.obsm['assays'].drop(columns=[...])`."
         )
+
+
+class AuxField(NumericalJointObsField):
+    """Numeric obs columns constant within bags (``aux_keys``, e.g. cell count), joined into one obsm frame.
+
+    Only training reads them: query data (``load(..., adata=query)``, or new data given to a query method) may
+    lack the columns, and then nothing is registered for them.
+    """
+
+    def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs) -> dict:
+        if all(k in adata_target.obs for k in self.attr_keys):
+            return super().transfer_field(state_registry, adata_target, **kwargs)
+        return {self.COLUMNS_KEY: np.asarray(state_registry[self.COLUMNS_KEY])}
+
+
+def _check_aux_keys(adata: AnnData, aux_keys, bag_key: str, *, query: bool) -> list[str] | None:
+    """``aux_keys`` as a list of obs columns: numeric (not boolean), finite and constant within bags."""
+    if aux_keys is None:
+        return None
+    keys = [aux_keys] if isinstance(aux_keys, str) else aux_keys
+    if not isinstance(keys, Sequence) or not all(isinstance(k, str) for k in keys) or not keys:
+        raise TypeError(f"`aux_keys` must be an obs column name or a list of them, got {aux_keys!r}.")
+    keys = list(keys)
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"`aux_keys` names columns more than once: {keys}.")
+    if query and not all(k in adata.obs for k in keys):
+        return keys  # query data: aux columns are not read
+    missing = [k for k in keys if k not in adata.obs]
+    if missing:
+        raise KeyError(
+            f"adata.obs has no columns {missing} (argument `aux_keys`). Available columns: "
+            f"{_preview(adata.obs.columns, 12)}."
+        )
+    for key in keys:
+        col = adata.obs[key]
+        what = f"adata.obs[{key!r}] (argument `aux_keys`)"
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            raise TypeError(f"{what} must be numeric (e.g. a cell count), got dtype {col.dtype}.")
+        if not np.isfinite(col.to_numpy(dtype=float)).all():
+            raise ValueError(f"{what} holds NaN or infinite values; aux concepts need a value for every bag.")
+        check_constant_within(
+            col,
+            adata.obs[bag_key].to_numpy(),
+            what=what,
+            group_what=f"bags of adata.obs[{bag_key!r}]",
+            fix="An aux concept is a property of the bag (well), e.g. its cell count: give every instance of "
+            "a bag the same value.",
+        )
+    return keys
+
+
+def _check_task_affinity(task_affinity, assays: list[str]) -> np.ndarray:
+    """A T × T affinity matrix by assay name (a DataFrame, or the saved form ``{"names": [...], "values":
+    [[...]]}``), reindexed to ``assays``; finite and symmetric."""
+    if isinstance(task_affinity, dict) and set(task_affinity) == {"names", "values"}:
+        names = [str(n) for n in task_affinity["names"]]
+        task_affinity = pd.DataFrame(
+            np.asarray(task_affinity["values"], dtype=float), index=names, columns=names
+        )
+    if not isinstance(task_affinity, pd.DataFrame):
+        raise TypeError(
+            "`task_affinity` must be a square DataFrame (rows and columns = assay names), got "
+            f"{type(task_affinity).__name__}."
+        )
+    frame = task_affinity.copy()
+    frame.index, frame.columns = frame.index.astype(str), frame.columns.astype(str)
+    if frame.index.duplicated().any() or frame.columns.duplicated().any():
+        raise ValueError("`task_affinity` names an assay more than once in its rows or columns.")
+    if set(frame.index) != set(frame.columns):
+        raise ValueError("`task_affinity` must have the same assay names as rows and as columns.")
+    missing = [a for a in assays if a not in frame.index]
+    if missing:
+        raise ValueError(
+            f"`task_affinity` lacks the model's assays {_preview(missing)}; it needs a row and a column per assay."
+        )
+    try:
+        values = frame.loc[assays, assays].to_numpy(dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`task_affinity` must hold numbers: {err}") from err
+    if not np.isfinite(values).all():
+        raise ValueError("`task_affinity` holds NaN or infinite values among the model's assays.")
+    if not np.allclose(values, values.T):
+        raise ValueError("`task_affinity` must be symmetric (c_ij = c_ji).")
+    return values
 
 
 def _check_strategy(trainer) -> None:
@@ -156,6 +251,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         layer: str | None = None,
         batch_key: str | None = None,
         group_key: str | None = None,
+        aux_keys: str | Sequence[str] | None = None,
         **kwargs,
     ) -> None:
         """Validate and register an instance AnnData for MIL models.
@@ -179,6 +275,11 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         group_key
             obs column grouping bags, e.g. ``"compound"``: enables ``predict(level="compound")`` and
             compound-level validation AUROC. Must be constant within each bag.
+        aux_keys
+            Numeric obs columns constant within bags (e.g. the cell count of each well): auxiliary concepts that
+            the model regresses linearly from its shared bag representation (MSE on targets standardised with
+            the training bags' mean and standard deviation), weighted like the assays by ``train(weighting=...)``
+            as tasks ``aux_<key>``. Only training reads them.
 
         Notes
         -----
@@ -191,6 +292,12 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         stored in the registry (and in a saved model).
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        if aux_keys is None:  # stored only when given: registries without aux concepts stay as before
+            setup_method_args["setup_args"].pop("aux_keys", None)
+        else:
+            setup_method_args["setup_args"]["aux_keys"] = (
+                [aux_keys] if isinstance(aux_keys, str) else list(aux_keys)
+            )
         # A model loaded onto query data (``load(..., adata=query)``) or given new data only predicts: the query
         # needs no labels (a test set may even hold a single observed class), plates or groups.
         query = kwargs.get("source_registry") is not None
@@ -205,6 +312,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             arg_names={"plate_key": "batch_key", "compound_key": "group_key"},
         )
         bags = adata.obs[bag_key].to_numpy()
+        aux_keys = _check_aux_keys(adata, aux_keys, bag_key, query=query)
         if not query:
             labels = check_labels(adata, labels_key, bag_key)
             _check_assays_learnable(labels, bags)
@@ -238,14 +346,29 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             fields.append(BagIdField(MIL_KEYS.GROUP_REGISTRY, group_key))
         if batch_key is not None:
             fields.append(BagIdField(MIL_KEYS.BATCH_REGISTRY, batch_key))
+        if aux_keys is not None:
+            fields.append(AuxField(MIL_KEYS.AUX_REGISTRY, aux_keys))
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         with quiet_loggers("scvi"):  # its "Using column names" note would print on every setup
             adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
     # ------------------------------------------------------------------------------------------------ init
-    def _init_mil(self, primary_assays: Sequence[str] | None, module_kwargs: dict[str, Any]) -> None:
-        """Check the model's arguments and build its module from the registry (works with or without data)."""
+    def _init_mil(
+        self,
+        primary_assays: Sequence[str] | None,
+        module_kwargs: dict[str, Any],
+        *,
+        adversarial: bool = False,
+        prior: dict[str, Any] | None = None,
+    ) -> dict | None:
+        """Check the model's arguments and build its module from the registry (works with or without data).
+
+        ``adversarial`` adds the gradient-reversal branch of the registered ``batch_key``; registered
+        ``aux_keys`` add the auxiliary branches; ``prior`` (``task_affinity``, ``prior_weight``, ``key_assays``)
+        the task-prior loss (modules that have one). Returns ``task_affinity`` in its primitive, saved form
+        (``{"names": assays, "values": nested lists}``) or None.
+        """
         for name in ("n_hidden", "n_head_hidden"):
             if name in module_kwargs and not (_is_int(module_kwargs[name]) and module_kwargs[name] >= 1):
                 raise ValueError(f"`{name}` must be an integer ≥ 1, got {module_kwargs[name]!r}.")
@@ -264,13 +387,63 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
                     f"`primary_assays` {unknown or '(empty)'} are not assays of the labels; assays are "
                     f"{_preview(self.assays)}."
                 )
+        adversarial = check_bool(adversarial, "adversarial")
+        module_kwargs = dict(module_kwargs)
+        if adversarial:
+            if MIL_KEYS.BATCH_REGISTRY not in fields:
+                raise ValueError(
+                    "`adversarial=True` predicts the batch (plate) of each bag: register it with "
+                    "`setup_anndata(..., batch_key='plate')`."
+                )
+            n_batches = int(fields[MIL_KEYS.BATCH_REGISTRY]["state_registry"][BagIdField.N_CATEGORIES_KEY])
+            if n_batches < 2:
+                raise ValueError(
+                    f"`adversarial=True` needs at least 2 batches in `batch_key`, the data has {n_batches}."
+                )
+            module_kwargs["n_batches"] = n_batches
+        self.aux_keys = (
+            [str(k) for k in fields[MIL_KEYS.AUX_REGISTRY]["state_registry"][AuxField.COLUMNS_KEY]]
+            if MIL_KEYS.AUX_REGISTRY in fields
+            else []
+        )
+        if self.aux_keys:
+            module_kwargs["n_aux"] = len(self.aux_keys)
+        saved_affinity = None
+        if prior is not None:
+            saved_affinity = self._prior_kwargs(module_kwargs, **prior)
         self.primary_assays = primary_assays
         self.n_input = len(fields[REGISTRY_KEYS.X_KEY]["state_registry"]["column_names"])
         self.module = self._module_cls(self.n_input, len(self.assays), **module_kwargs)
         self._model_summary_string = (
             f"{type(self).__name__}: {len(self.assays)} assays, {self.n_input}-d instances, "
-            + ", ".join(f"{k}={v}" for k, v in module_kwargs.items())
+            + ", ".join(
+                f"{k}={v}"
+                for k, v in module_kwargs.items()
+                if k not in ("task_affinity", "prior_task_weight")
+            )
         )
+        return saved_affinity
+
+    def _prior_kwargs(self, module_kwargs: dict, *, task_affinity, prior_weight, key_assays) -> dict | None:
+        """Check the task-prior options; add the module's ``task_affinity``, ``prior_weight`` and
+        ``prior_task_weight`` (v = 0.9 for ``key_assays``, 0.1 otherwise) to ``module_kwargs``."""
+        prior_weight = check_real(prior_weight, "prior_weight", min=0)
+        if key_assays is not None:
+            key_assays = [key_assays] if isinstance(key_assays, str) else [str(a) for a in key_assays]
+            unknown = [a for a in key_assays if a not in self.assays]
+            if unknown:
+                raise ValueError(
+                    f"`key_assays` {_preview(unknown)} are not assays of the labels; assays are "
+                    f"{_preview(self.assays)}."
+                )
+        if task_affinity is None:
+            if prior_weight > 0:
+                raise ValueError("`prior_weight > 0` needs `task_affinity`, a T × T DataFrame by assay name.")
+            return None
+        values = _check_task_affinity(task_affinity, self.assays)
+        v = [0.9 if key_assays is not None and a in key_assays else 0.1 for a in self.assays]
+        module_kwargs.update(task_affinity=values.tolist(), prior_weight=prior_weight, prior_task_weight=v)
+        return {"names": list(self.assays), "values": values.tolist()}
 
     @property
     def _setup(self) -> dict:
@@ -397,13 +570,28 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
     def _make_training_plan(
         self, splitter: BagDataSplitter, *, pos_weight: bool, **kwargs
     ) -> MILTrainingPlan:
-        """Training slot: the plan; ``pos_weight=True`` gives it ``n_neg / n_pos`` of the training bags."""
+        """Training slot: the plan; ``pos_weight=True`` gives it ``n_neg / n_pos`` of the training bags. With aux
+        branches, the module's aux targets are standardised with the mean and standard deviation over the
+        training bags."""
+        aux_keys = getattr(self, "aux_keys", [])
+        if aux_keys:
+            if splitter.data.aux is None:
+                raise ValueError(
+                    f"The model regresses `aux_keys` {aux_keys} but the data holds none of them."
+                )
+            aux = splitter.data.aux[splitter.train_idx]
+            kwargs["aux_scale"] = (aux.mean(0), aux.std(0, unbiased=False))  # set on the module at fit start
+        if getattr(self.module, "n_batches", 0) > 0 and splitter.data.batch is None:
+            raise ValueError(
+                "The model's adversarial branch needs the `batch_key` of setup_anndata in the data."
+            )
         return self._training_plan_cls(
             self.module,
             assays=self.assays,
             primary_assays=self.primary_assays,
             bag_groups=splitter.data.groups,
             pos_weight=splitter.pos_weight() if pos_weight else None,
+            aux_names=aux_keys,
             **kwargs,
         )
 
@@ -470,6 +658,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         pos_weight: bool = False,
         weighting: str | TaskWeighting = "equal",
         weighting_kwargs: dict | None = None,
+        adversarial_weight: float | Literal["schedule"] = ADVERSARIAL_SCHEDULE,
         max_instances: int | None = None,
         group_by_size: bool = False,
         enable_progress_bar: bool | None = None,
@@ -555,7 +744,15 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             (the original weighted geometric mean), ``"dwa"`` (dynamic weight averaging) — or a
             :class:`~hcitools.train.TaskWeighting` instance. Assays without a label in a batch contribute nothing.
         weighting_kwargs
-            Keyword arguments of the strategy named by ``weighting``.
+            Keyword arguments of the strategy named by ``weighting``. With ``aux_keys`` registered, the
+            weighting holds T + K tasks (the assays, then ``aux_<key>``): a :class:`~hcitools.train.TaskWeighting`
+            instance must be built for T + K tasks; ``"uncertainty"`` uses the regression form for the aux tasks.
+        adversarial_weight
+            Models built with ``adversarial=True``: the weight λ of the adversarial branch, the scale of its
+            gradient reversal (the domain classifier learns at full rate; its cross-entropy is added outside the
+            task weighting, so no weighting learns it away). A float ≥ 0, or ``"schedule"`` (default): Ganin &
+            Lempitsky's ramp ``2 / (1 + exp(−10 · progress)) − 1``, progress = optimiser step / total steps
+            (:func:`hcitools.train._mil_plan.adversarial_schedule`). Ignored without the branch.
         max_instances
             Randomly subsample training bags larger than this (off by default; never in validation or queries).
         group_by_size
@@ -573,7 +770,9 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
 
         Notes
         -----
-        ``model.history`` holds per-epoch ``train_loss``, ``task_loss_<assay>``, ``task_weight_<assay>``,
+        ``model.history`` holds per-epoch ``train_loss``, ``task_loss_<assay>``, ``task_weight_<assay>`` (also
+        ``task_loss_aux_<key>`` / ``task_weight_aux_<key>`` for aux concepts), ``adversarial_loss`` and ``adversarial_weight`` (adversarial branch),
+        ``prior_loss`` (λ · the prior loss),
         ``validation_loss``, ``validation_auroc_<assay>`` and ``validation_mean_auroc``; ``model.best_epoch`` the
         epoch whose weights were kept; ``model.train_params_`` the settings used (derived ones included, and the
         resolved ``monitor``). All are saved with the model.
@@ -625,7 +824,8 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         if not isinstance(pos_weight, bool | np.bool_):
             raise TypeError(f"`pos_weight` must be True or False, got {pos_weight!r}.")
         # checks the name, instance, kwargs and assay names (e.g. AMTL's potentials)
-        make_weighting(weighting, len(self.assays), weighting_kwargs, assays=self.assays)
+        make_task_weighting(weighting, weighting_kwargs, self.assays, getattr(self, "aux_keys", []))
+        adversarial_weight = check_adversarial_weight(adversarial_weight)
         enable_progress_bar = progress_bar_default(enable_progress_bar)
         self._check_training_data()
         splitter = self._make_data_splitter(
@@ -655,6 +855,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             lr_warmup_steps=d.lr_warmup_steps,
             weighting=weighting,
             weighting_kwargs=weighting_kwargs,
+            adversarial_weight=adversarial_weight,
         )
         monitor = self._resolve_monitor(monitor, splitter, plan)
         callbacks, best = self._make_callbacks(
@@ -726,6 +927,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             "seed": int(seed),
             "pos_weight": bool(pos_weight),
             "weighting": weighting if isinstance(weighting, str) else type(weighting).__name__,
+            "adversarial_weight": adversarial_weight,
         }
 
     def _training_defaults(self, n_train: int, **given) -> TrainingDefaults:

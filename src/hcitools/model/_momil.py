@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import pandas as pd
 from anndata import AnnData
 
 from ..module import MoMILModule
@@ -42,6 +43,21 @@ class MoMIL(MILModelBase):
         so every assay counts the same whatever its number of labels) or ``"label_sum"`` (the paper's objective:
         sum over every observed label, divided by the bags of the batch); see
         :func:`hcitools.module._mil.masked_bce`.
+    adversarial
+        Add a gradient-reversal branch (003 §3.2; Ganin & Lempitsky): a linear classifier of the ``batch_key``
+        (plate) of each bag from the shared bag representation (the mean projected instance), whose reversed
+        gradient pushes the projector to forget the plate. Needs ``batch_key`` at setup. Its weight is
+        ``train(adversarial_weight=...)``, outside the task weighting. Default False.
+    task_affinity
+        Task-prior loss (000 §3.3.5): a symmetric T × T DataFrame, rows and columns = assay names (e.g. STRING
+        combined scores of the assays' targets; reindexed to the model's assays, extra names ignored). With the
+        per-task bag embeddings e (T × h) of a bag and E = e eᵀ, the loss is
+        λ · (1/T²) Σ_ij v_i (c_ij − E_ij)², averaged over bags, added outside the task weighting and logged as
+        ``prior_loss``. Saved as ``{"names": [...], "values": [[...]]}`` (also accepted here).
+    prior_weight
+        λ of the prior loss (the thesis tries 0.001 … 5); 0 (default) turns it off.
+    key_assays
+        Assays with v_i = 0.9 in the prior loss (others 0.1).
     registry
         A saved registry instead of ``adata`` (used by ``load`` without data).
 
@@ -69,9 +85,13 @@ class MoMIL(MILModelBase):
         dropout: float = 0.5,
         primary_assays: Sequence[str] | None = None,
         loss_reduction: Literal["assay_mean", "label_sum"] = "assay_mean",
+        adversarial: bool = False,
+        task_affinity: pd.DataFrame | dict | None = None,
+        prior_weight: float = 0.0,
+        key_assays: Sequence[str] | None = None,
     ):
         super().__init__(adata, registry)
-        self._init_mil(
+        task_affinity = self._init_mil(
             primary_assays,
             {
                 "head": head,
@@ -80,5 +100,14 @@ class MoMIL(MILModelBase):
                 "dropout": dropout,
                 "loss_reduction": loss_reduction,
             },
+            adversarial=adversarial,
+            prior={"task_affinity": task_affinity, "prior_weight": prior_weight, "key_assays": key_assays},
+        )
+        key_assays = (
+            None
+            if key_assays is None
+            else list(key_assays)
+            if not isinstance(key_assays, str)
+            else [key_assays]
         )
         self.init_params_ = self._get_init_params(locals())

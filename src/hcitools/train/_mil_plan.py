@@ -121,6 +121,56 @@ def per_task_auroc(prob: np.ndarray, labels: np.ndarray, groups: np.ndarray | No
     return out
 
 
+ADVERSARIAL_SCHEDULE = "schedule"
+AUX_PREFIX = "aux_"
+
+
+def adversarial_schedule(progress: float) -> float:
+    """Ganin & Lempitsky's ramp of the adversarial weight: ``2 / (1 + exp(−10 · progress)) − 1``.
+
+    0 at the start of training (``progress = 0``), ≈ 0.987 at ``progress = 0.5``, ≈ 0.99991 at the end
+    (``progress = step / total steps``, clipped to [0, 1]).
+    """
+    progress = min(1.0, max(0.0, float(progress)))
+    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
+
+
+def check_adversarial_weight(value) -> float | str:
+    """``"schedule"`` or a finite float ≥ 0 (returned as a float)."""
+    if isinstance(value, str):
+        if value != ADVERSARIAL_SCHEDULE:
+            raise ValueError(
+                f"`adversarial_weight` must be {ADVERSARIAL_SCHEDULE!r} or a number ≥ 0, got {value!r}."
+            )
+        return value
+    from .._validate import check_real
+
+    return check_real(value, "adversarial_weight", min=0)
+
+
+def task_names(assays: Sequence[str], aux_names: Sequence[str] = ()) -> list[str]:
+    """The names of the weighted tasks: the assays, then ``aux_<key>`` for each auxiliary concept."""
+    return [str(a) for a in assays] + [f"{AUX_PREFIX}{k}" for k in aux_names]
+
+
+def make_task_weighting(
+    weighting: str | TaskWeighting,
+    kwargs: dict | None,
+    assays: Sequence[str],
+    aux_names: Sequence[str] = (),
+) -> TaskWeighting:
+    """The weighting of the T assays and the K auxiliary concepts (T + K tasks named by :func:`task_names`).
+
+    With aux concepts and ``weighting="uncertainty"``, the aux tasks take Kendall's regression form (flags
+    ``regression``) unless ``kwargs`` give ``regression``.
+    """
+    names = task_names(assays, aux_names)
+    if aux_names and weighting == "uncertainty" and "regression" not in (kwargs or {}):
+        if kwargs is None or isinstance(kwargs, dict):
+            kwargs = {**(kwargs or {}), "regression": [False] * len(assays) + [True] * len(aux_names)}
+    return make_weighting(weighting, len(names), kwargs, assays=names)
+
+
 class MILTrainingPlan(pl.LightningModule):
     """Optimisation and metrics of MIL classifiers (a Lightning module used as scvi-tools' training plan).
 
@@ -164,6 +214,17 @@ class MILTrainingPlan(pl.LightningModule):
         :class:`~hcitools.train.TaskWeighting`.
     weighting_kwargs
         Keyword arguments of the strategy named by ``weighting``.
+    aux_names
+        The module's auxiliary concepts (``aux_keys``), in order: the weighting sees T + K tasks, the aux ones
+        named ``aux_<key>`` (logged as ``task_loss_aux_<key>``, ``task_weight_aux_<key>``); they get no AUROC
+        (NaN for AMTL, which keeps their weight).
+    adversarial_weight
+        Weight of the adversarial branch (the scale of its gradient reversal), added outside the weighting:
+        a float ≥ 0, or ``"schedule"`` (:func:`adversarial_schedule` of step / total steps). Logged per epoch as
+        ``adversarial_weight`` with ``adversarial_loss``; a prior loss is logged as ``prior_loss``.
+    aux_scale
+        ``(mean, std)`` of the aux concepts over the training bags, set on the module (``set_aux_scale``) when
+        fitting starts (after every check has passed), or None.
     """
 
     def __init__(
@@ -180,16 +241,23 @@ class MILTrainingPlan(pl.LightningModule):
         pos_weight: torch.Tensor | None = None,
         weighting: str | TaskWeighting = "equal",
         weighting_kwargs: dict | None = None,
+        aux_names: Sequence[str] = (),
+        adversarial_weight: float | str = ADVERSARIAL_SCHEDULE,
+        aux_scale: tuple | None = None,
     ):
         super().__init__()
         self.module = module
         self.assays = list(assays)
+        self.aux_names = [str(k) for k in aux_names]
+        self.task_names = task_names(self.assays, self.aux_names)
+        self.adversarial_weight = check_adversarial_weight(adversarial_weight)
+        self.aux_scale = aux_scale
         primary = list(primary_assays) if primary_assays is not None else self.assays
         self.primary_index = np.array([self.assays.index(a) for a in primary])
         self.lr, self.weight_decay, self.max_epochs = lr, weight_decay, max_epochs
         self.lr_warmup_steps = int(lr_warmup_steps)
         self.bag_groups = None if bag_groups is None else np.asarray(bag_groups)
-        self.weighting = make_weighting(weighting, len(self.assays), weighting_kwargs, assays=self.assays)
+        self.weighting = make_task_weighting(weighting, weighting_kwargs, self.assays, self.aux_names)
         self.register_buffer(
             "pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
         )
@@ -201,8 +269,25 @@ class MILTrainingPlan(pl.LightningModule):
     def _reset_task_sums(self) -> None:
         self._task_sums: torch.Tensor | None = None  # 3 × T: loss sum, weight sum, batches with labels
 
+    def current_adversarial_weight(self) -> float:
+        """The adversarial weight of the current optimiser step (fixed, or scheduled by training progress)."""
+        if self.adversarial_weight != ADVERSARIAL_SCHEDULE:
+            return float(self.adversarial_weight)
+        if self._trainer is None:
+            return 1.0
+        total = self.trainer.estimated_stepping_batches
+        total = int(total) if math.isfinite(total) and total > 0 else 1
+        return adversarial_schedule(self.global_step / total)
+
     def forward(self, batch):
-        return self.module(batch, loss_kwargs={"pos_weight": self.pos_weight})
+        kwargs = {"pos_weight": self.pos_weight}
+        if getattr(self.module, "n_batches", 0) > 0:
+            kwargs["adversarial_weight"] = self.current_adversarial_weight()
+        return self.module(batch, loss_kwargs=kwargs)
+
+    def on_fit_start(self):
+        if self.aux_scale is not None:
+            self.module.set_aux_scale(*self.aux_scale)
 
     def on_train_start(self):
         # queries and ``load`` leave the module in eval mode, which Lightning keeps for submodules
@@ -213,10 +298,21 @@ class MILTrainingPlan(pl.LightningModule):
         task_loss = out.extra_metrics[MODULE_KEYS.TASK_LOSS]
         task_count = out.extra_metrics[MODULE_KEYS.TASK_COUNT]
         loss, weights = self.weighting(task_loss, task_count)
+        self._branch_losses = {
+            k: out.extra_metrics[k]
+            for k in (MODULE_KEYS.ADVERSARIAL_LOSS, MODULE_KEYS.PRIOR_LOSS)
+            if k in out.extra_metrics
+        }
         return inference, loss, task_loss, task_count, weights.detach(), out.n_obs_minibatch
 
     def training_step(self, batch, batch_idx):
         _, loss, task_loss, task_count, weights, n = self._step(batch)
+        log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": True}
+        for key, term in self._branch_losses.items():  # outside the weighting: never learned away
+            loss = loss + term
+            self.log(key, term.detach(), **log)
+        if MODULE_KEYS.ADVERSARIAL_LOSS in self._branch_losses:
+            self.log("adversarial_weight", self.current_adversarial_weight(), **log)
         observed = (task_count > 0).to(task_loss.dtype)
         sums = torch.stack([task_loss.detach() * observed, weights * observed, observed])
         self._task_sums = sums if self._task_sums is None else self._task_sums + sums
@@ -236,11 +332,12 @@ class MILTrainingPlan(pl.LightningModule):
         mean = mean.cpu().numpy()
         self.weighting.on_train_epoch_end(mean[0])  # epoch-mean loss per task (NaN: no labels)
         log = {"on_epoch": True, "sync_dist": False}  # reduced above: the same value in every process
-        for t, name in enumerate(self.assays):
+        for t, name in enumerate(self.task_names):
             self.log(f"task_loss_{name}", float(mean[0, t]), **log)
             self.log(f"task_weight_{name}", float(mean[1, t]), **log)
 
     def validation_step(self, batch, batch_idx):
+        # validation_loss: the weighted task (and aux) loss; the adversarial and prior terms are training-only
         inference, loss, *_, n = self._step(batch)
         self.log(VAL_LOSS, loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self._val_prob.append(torch.sigmoid(inference[MODULE_KEYS.LOGITS]).detach().float())
@@ -282,8 +379,10 @@ class MILTrainingPlan(pl.LightningModule):
             return
         groups = self.bag_groups[bags] if self.bag_groups is not None else None
         auroc = per_task_auroc(prob, labels, groups)
-        if not self.trainer.sanity_checking:
-            self.weighting.on_validation_epoch_end(auroc)
+        if not self.trainer.sanity_checking:  # aux concepts have no AUROC: NaN keeps their weight
+            self.weighting.on_validation_epoch_end(
+                np.concatenate([auroc, np.full(len(self.aux_names), np.nan)])
+            )
         # Every process holds the same values; syncing them with "max" is exact (a mean need not be) and tells
         # Lightning that they are valid across processes. Without distributed training it is a no-op.
         log = {"sync_dist": True, "reduce_fx": "max"}
