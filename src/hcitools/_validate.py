@@ -510,19 +510,7 @@ def check_labels(
         raise ValueError(
             f"adata.obsm[{labels_key!r}] has duplicated assay names: {_preview(labels.columns[labels.columns.duplicated()])}."
         )
-    try:
-        values = labels.to_numpy(dtype=float)
-    except (TypeError, ValueError) as err:
-        raise TypeError(
-            f"adata.obsm[{labels_key!r}] must hold numbers 1 / 0 / NaN; could not convert to float ({err})."
-        ) from err
-    bad = ~(np.isnan(values) | (values == 0) | (values == 1))
-    if bad.any():
-        cols = labels.columns[bad.any(axis=0)]
-        raise ValueError(
-            f"adata.obsm[{labels_key!r}] must hold 1 (active), 0 (inactive) or NaN (not measured); assays "
-            f"{_preview(cols)} hold other values, e.g. {values[bad][:3].tolist()}. Binarise them first."
-        )
+    check_binary_frame(labels, f"adata.obsm[{labels_key!r}]")
     if bag_key is not None:
         check_obs_keys(adata, {"bag_key": bag_key})
         what = f"adata.obsm[{labels_key!r}] (the labels)"
