@@ -301,3 +301,15 @@ def test_defaults_build_no_branch(screen):
     model = ht.model.MoMIL(screen, n_hidden=8)
     names = set(model.module.state_dict())
     assert not any(k.startswith(("domain_classifier", "aux_", "task_affinity", "prior_")) for k in names)
+
+
+def test_synthetic_cell_count_is_a_learnable_aux_concept(screen):
+    per_well = screen.obs.groupby("well", observed=True)["cell_count"].agg(["min", "max"])
+    assert (per_well["min"] == per_well["max"]).all()
+    # the cytotoxic mechanism lowers the count: wells of compounds differ from DMSO wells
+    wells = screen.obs.groupby("well", observed=True)[["cell_count", "is_control"]].first()
+    assert wells["cell_count"].nunique() > 10
+    _setup(ht.model.MoMIL, screen, aux_keys=["cell_count"])
+    model = _train(ht.model.MoMIL(screen, n_hidden=8), max_epochs=1)
+    assert np.isfinite(model.history["task_loss_aux_cell_count"].to_numpy()).all()
+    assert model.train_params_["adversarial_weight"] == "schedule"

@@ -66,6 +66,10 @@ def synthetic_hci(
        every plate has ``n_control_wells`` DMSO wells. Plates apply an additive (``plate_effect``) and a
        multiplicative (``plate_scale``, log-normal) effect per feature, so plate-wise normalisation matters.
     6. **Tiling.** Each well has ``fovs_per_well`` fields of view of ``crops_per_fov`` crops; a crop is one row.
+    7. **Cell count.** ``obs["cell_count"]`` (constant within a well) is the number of cells the well would
+       hold: ``round(300 · exp(−potency · m_0 + 0.15 · ε))``, ε ~ N(0, 1) per well, so compounds acting through
+       mechanism 0 (cytotoxic) leave fewer cells; a concept for auxiliary branches and probes. It is drawn from
+       its own generator (seeded by ``(seed, 1)``), so every other draw is as without it.
 
     Parameters
     ----------
@@ -260,6 +264,11 @@ def synthetic_hci(
     inst_plate = well_plate[inst_well]
     X = X * mult[inst_plate] + add[inst_plate]
 
+    # 7. Cell count per well (own stream: the draws above are unchanged).
+    cell_rng = np.random.default_rng((seed, 1))
+    toxic = np.concatenate([[0.0], potency * mech[:, 0]])[well_cpd + 1]
+    cell_count = np.round(300.0 * np.exp(-toxic + 0.15 * cell_rng.normal(size=n_wells))).astype(np.int64)
+
     plate_names = np.array([f"plate{p}" for p in range(n_plates)])
     cpd_names = np.array([HCI_KEYS.CONTROL_VALUE, *compound_names], dtype=object)
     scaffold_names = np.array(["none", *[f"scaffold_{s:03d}" for s in scaffold]], dtype=object)
@@ -276,6 +285,7 @@ def synthetic_hci(
             HCI_KEYS.SCAFFOLD: scaffold_names[inst_cpd + 1],
             "is_control": ~treated,
             "responder": responder,
+            "cell_count": cell_count[inst_well],
         }
     )
     obs.index = pd.Index([f"crop_{i}" for i in range(n)])
