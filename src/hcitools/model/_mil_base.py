@@ -581,10 +581,17 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
                 )
             aux = splitter.data.aux[splitter.train_idx]
             kwargs["aux_scale"] = (aux.mean(0), aux.std(0, unbiased=False))  # set on the module at fit start
-        if getattr(self.module, "n_batches", 0) > 0 and splitter.data.batch is None:
-            raise ValueError(
-                "The model's adversarial branch needs the `batch_key` of setup_anndata in the data."
-            )
+        n_batches = getattr(self.module, "n_batches", 0)
+        if n_batches > 0:
+            if splitter.data.batch is None:
+                raise ValueError(
+                    "The model's adversarial branch needs the `batch_key` of setup_anndata in the data."
+                )
+            if int(splitter.data.batch.max()) >= n_batches:
+                raise ValueError(
+                    f"The data hold {int(splitter.data.batch.max()) + 1} batches (`batch_key`); the model's "
+                    f"adversarial branch was built for {n_batches}."
+                )
         return self._training_plan_cls(
             self.module,
             assays=self.assays,

@@ -103,11 +103,6 @@ class MoMIL(MILModelBase):
             adversarial=adversarial,
             prior={"task_affinity": task_affinity, "prior_weight": prior_weight, "key_assays": key_assays},
         )
-        key_assays = (
-            None
-            if key_assays is None
-            else list(key_assays)
-            if not isinstance(key_assays, str)
-            else [key_assays]
-        )
+        if key_assays is not None:  # saved as a list of names
+            key_assays = [key_assays] if isinstance(key_assays, str) else [str(a) for a in key_assays]
         self.init_params_ = self._get_init_params(locals())
