@@ -59,7 +59,7 @@ def test_saved_attributes_are_primitive_and_carry_no_data(tmp_path):
             assert _is_primitive(value), name
     # only the documented setup arguments, no labels or per-row data in the registry
     assert set(attrs["registry_"]["setup_args"]) == {
-        "bag_key", "labels_key", "rep_key", "layer", "batch_key", "group_key"
+        "bag_key", "labels_key", "rep_key", "layer", "batch_key", "group_key", "aux_keys"
     }  # fmt: skip
     assert all(_is_primitive(v) for v in attrs["registry_"]["setup_args"].values())
     assert "train_indices_" not in attrs and "validation_indices_" not in attrs

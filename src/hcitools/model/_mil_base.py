@@ -292,9 +292,9 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         stored in the registry (and in a saved model).
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        if aux_keys is None:  # stored only when given: registries without aux concepts stay as before
-            setup_method_args["setup_args"].pop("aux_keys", None)
-        else:
+        if isinstance(
+            aux_keys, str | tuple
+        ):  # saved as a primitive list (a saved model from before has none)
             setup_method_args["setup_args"]["aux_keys"] = (
                 [aux_keys] if isinstance(aux_keys, str) else list(aux_keys)
             )

@@ -57,7 +57,9 @@ def minimal_adata(
     With ``rep_key`` the embeddings are in ``obsm`` and ``X`` is an all-zero sparse column (AnnData needs a shape;
     nothing is allocated).
     """
-    keys = [setup["bag_key"], setup.get("group_key"), setup.get("batch_key"), *extra_obs]
+    aux = setup.get("aux_keys") or []
+    aux = [aux] if isinstance(aux, str) else list(aux)
+    keys = [setup["bag_key"], setup.get("group_key"), setup.get("batch_key"), *aux, *extra_obs]
     obs = adata.obs.iloc[rows][list(dict.fromkeys(k for k in keys if k is not None))].copy()
     obsm, layers, var = {}, {}, None
     if setup.get("rep_key") is not None:

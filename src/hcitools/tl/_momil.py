@@ -109,6 +109,7 @@ def momil(
     seed: int = 0,
     rep_key: str | None = None,
     batch_key: str | None = None,
+    aux_keys: str | Sequence[str] | None = None,
     primary_assays: Sequence[str] | None = None,
     train_kwargs: dict[str, Any] | None = None,
     overwrite: bool = False,
@@ -130,7 +131,7 @@ def momil(
         Instances with folds in ``obs[fold_key]`` and labels in ``obsm[labels_key]``.
     fold_key
         obs column of integer folds 0 … K−1 (constant within compounds).
-    bag_key, labels_key, group_key, rep_key, batch_key
+    bag_key, labels_key, group_key, rep_key, batch_key, aux_keys
         As in :meth:`hcitools.model.MoMIL.setup_anndata`.
     method
         ``"momil"`` (multi-task), ``"stl"`` (one single-assay MoMIL per primary assay, or per assay when
@@ -223,6 +224,7 @@ def momil(
         "labels_key": labels_key,
         "rep_key": rep_key,
         "batch_key": batch_key,
+        "aux_keys": aux_keys,
         "group_key": group_key,
     }
     train_kwargs = {"seed": seed, **(train_kwargs or {})}
