@@ -70,8 +70,16 @@ def task_potentials(
 
     Examples
     --------
-    >>> potentials = ht.tl.task_potentials(adata, primary_assays=primary)
-    >>> model.train(weighting="amtl", weighting_kwargs={"potentials": potentials})
+    >>> import hcitools as ht
+    >>> adata = ht.datasets.synthetic_hci(n_compounds=40, n_assays=3, n_primary=1, n_features=6, label_density=0.5, seed=0)
+    >>> ht.pp.split_compounds(adata, method="group", group_key="scaffold", n_folds=3, seed=0)
+    >>> potentials = ht.tl.task_potentials(
+    ...     adata, primary_assays=["assay_00"], train_kwargs={"max_epochs": 2}, n_hidden=4, n_head_hidden=4, progress=False
+    ... )
+    >>> list(potentials.index)
+    ['assay_00']
+
+    Then, e.g., ``model.train(weighting="amtl", weighting_kwargs={"potentials": potentials})``.
     """
     check_anndata(adata)
     fixed = sorted(set(_FIXED) & set(model_kwargs))

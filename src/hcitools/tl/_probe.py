@@ -93,8 +93,14 @@ def probe_concepts(
 
     Examples
     --------
-    >>> table = ht.tl.probe_concepts(adata, model, keys=["cell_count", "plate"])
-    >>> table.pivot(index="key", columns="representation", values="score")
+    >>> import hcitools as ht
+    >>> adata = ht.datasets.synthetic_hci(n_compounds=30, n_assays=2, n_primary=1, n_features=6, seed=0)
+    >>> ht.model.MoMIL.setup_anndata(adata, group_key="compound")
+    >>> model = ht.model.MoMIL(adata, n_hidden=4, n_head_hidden=4)
+    >>> model.train(max_epochs=1, enable_progress_bar=False)
+    >>> table = ht.tl.probe_concepts(adata, model, keys=["cell_count", "plate"], n_splits=3)
+    >>> sorted(table["representation"].unique())
+    ['bag_embedding', 'pooled_input', 'shared_projection']
     """
     check_anndata(adata)
     keys = _check_keys(keys)
