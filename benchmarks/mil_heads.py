@@ -92,7 +92,9 @@ def simulated(n_compounds: int, seed: int, label_density: float) -> dict[str, fl
         per_assay = float(ev.loc[primary].mean())  # NaN-skipping, as evaluate_assays' means
         if "primary mean" in ev.index:
             if not np.isclose(ev.loc["primary mean"], per_assay, equal_nan=True):
-                print(f"  note: seed {seed} {head}: 'primary mean' {ev.loc['primary mean']:.4f} ≠ mean of rows {per_assay:.4f}")
+                print(
+                    f"  note: seed {seed} {head}: 'primary mean' {ev.loc['primary mean']:.4f} ≠ mean of rows {per_assay:.4f}"
+                )
             out[head] = float(ev.loc["primary mean"])
         else:
             out[head] = per_assay
@@ -138,7 +140,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2], help="simulated-screen seeds")
     parser.add_argument("--n-compounds", type=int, default=300)
     parser.add_argument("--label-density", type=float, default=0.25)
-    parser.add_argument("--real-seeds", type=int, nargs="*", default=[0], help="seeds of the real-set bag folds")
+    parser.add_argument(
+        "--real-seeds", type=int, nargs="*", default=[0], help="seeds of the real-set bag folds"
+    )
     parser.add_argument("--real-sets", nargs="*", default=list(REAL_TRAIN), choices=list(REAL_TRAIN))
     parser.add_argument(
         "--mil-path", default=os.path.join(os.environ.get("HCITOOLS_DATA", "../shared/data"), "mil")
@@ -184,7 +188,9 @@ def main() -> None:
     wins = int((per_seed["gated − dsmil"] > 0).sum())
     print(f"gated ABMIL ahead in {wins}/{len(per_seed)} (data set, seed) pairs")
     verdict = "gated ABMIL better by > 0.01" if diff["mean"] > MARGIN else "keep DSMIL default"
-    print(f"\nmean AUROC gated ABMIL − DSMIL: {diff['mean']:+.4f} (rule: > {MARGIN} to replace DSMIL) → {verdict}")
+    print(
+        f"\nmean AUROC gated ABMIL − DSMIL: {diff['mean']:+.4f} (rule: > {MARGIN} to replace DSMIL) → {verdict}"
+    )
     print(f"({time.perf_counter() - start:.0f} s)")
 
 

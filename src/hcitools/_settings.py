@@ -62,7 +62,9 @@ class HcitoolsConfig:
         elif isinstance(value, int) and not isinstance(value, bool) and 0 <= int(value) <= 4:
             level = Verbosity(int(value))
         else:
-            raise ValueError(f"`verbosity` must be one of {list(Verbosity.__members__)} or 0–4, got {value!r}.")
+            raise ValueError(
+                f"`verbosity` must be one of {list(Verbosity.__members__)} or 0–4, got {value!r}."
+            )
         self._verbosity = level
         logger = logging.getLogger("hcitools")
         logger.setLevel(_LOGGING_LEVELS[level])

@@ -49,7 +49,9 @@ def test_saved_attributes_are_primitive_and_carry_no_data(tmp_path):
     adata = _fixture_module().screen()
     ht.model.MoMIL.setup_anndata(adata, group_key="compound", batch_key="plate")
     model = ht.model.MoMIL(adata, n_hidden=8, n_head_hidden=4)
-    model.train(max_epochs=2, warmup_epochs=0, pos_weight=True, validation_size=0.3, enable_progress_bar=False)
+    model.train(
+        max_epochs=2, warmup_epochs=0, pos_weight=True, validation_size=0.3, enable_progress_bar=False
+    )
     model.save(tmp_path / "m")
     saved = torch.load(tmp_path / "m" / "model.pt", weights_only=False)
     attrs = saved["attr_dict"]

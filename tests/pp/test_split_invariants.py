@@ -120,6 +120,7 @@ def test_split_invariants_property():
     """Property test (hypothesis): any layout of compounds in groups, any seed: a partition of the treated
     compounds, no compound or group on two folds, and the same folds for the same seed whatever the row order."""
     import hypothesis  # in the dev extras
+
     st = hypothesis.strategies
 
     @hypothesis.given(

@@ -43,7 +43,9 @@ def test_a_weighting_instance_drives_training_and_is_logged(screen):
     strategy = OnlyFirst(len(model.assays))
     model.train(max_epochs=2, warmup_epochs=0, lr=1e-2, batch_size=16, validation_size=0.3,
                 weighting=strategy, enable_progress_bar=False)  # fmt: skip
-    assert strategy.calls > 0 and len(strategy.aurocs) == 2 and strategy.aurocs[0].shape == (len(model.assays),)
+    assert (
+        strategy.calls > 0 and len(strategy.aurocs) == 2 and strategy.aurocs[0].shape == (len(model.assays),)
+    )
     head_after = model.module.heads.project.weight.detach()
     # weight 0: the other heads receive no gradient (weight decay alone shrinks them by a factor)
     moved = (head_after - head_before).abs().flatten(1).amax(1)
