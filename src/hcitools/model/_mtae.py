@@ -353,11 +353,11 @@ class MTAe(PersistenceMixin, BaseModelClass):
     ``"MTAe"``
         Reconstruction (MSE) of each cell under its own condition.
     ``"MTAeAdv"``
-        + a latent discriminator control vs perturbed (classes weighted by their frequency); the encoder is
+        Adds a latent discriminator control vs perturbed (classes weighted by their frequency); the encoder is
         trained towards the confusion target 0.5, i.e. to remove what the discriminator uses (a perturbation-free
         latent, not one anti-correlated with the perturbation as flipped labels would give).
     ``"MTAeAdvG"``
-        + a discriminator between latents and N(0, I) samples (adversarial autoencoder).
+        Adds a discriminator between latents and N(0, I) samples (adversarial autoencoder).
     ``"MTAeOT"``
         Control cells are paired with perturbed cells of the same cell type and condition by optimal transport
         (POT, in a fixed PCA basis of the training cells); the model maps control → paired perturbed cell (MSE)
