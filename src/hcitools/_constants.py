@@ -47,6 +47,8 @@ class _MILKeys(NamedTuple):
     BATCH: str = "batch"  # B, integer batch (plate) code of each bag (only with ``batch_key``)
     AUX_REGISTRY: str = "aux"
     AUX: str = "aux"  # B × K, the ``aux_keys`` of each bag (raw values; standardised by the module)
+    GRID_REGISTRY: str = "grid"
+    POSITIONS: str = "positions"  # B × N × 2, (row, column) of each instance on its bag's grid (``grid_keys``)
 
 
 MIL_KEYS = _MILKeys()
@@ -68,6 +70,8 @@ class _ModuleKeys(NamedTuple):
     )
     ADVERSARIAL_LOSS: str = "adversarial_loss"  # scalar, the domain (batch) classifier's cross-entropy
     PRIOR_LOSS: str = "prior_loss"  # scalar, λ · the task-prior loss (000 §3.3.5)
+    GATE_WEIGHTS: str = "gate_weights"  # B × T × P × E, M4's gate weights per task, proxy segment and expert
+    EXPERT_ATTENTION: str = "expert_attention"  # B × E × N, attention of each expert (M4)
 
 
 MODULE_KEYS = _ModuleKeys()

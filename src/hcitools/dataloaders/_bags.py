@@ -44,6 +44,9 @@ class BagData:
         int64 tensor n_bags: batch (plate) code of each bag (the registered ``batch_key``), or None.
     aux
         float32 tensor n_bags × K: the registered ``aux_keys`` of each bag (raw values), or None.
+    positions
+        int64 tensor n_instances × 2 (rows like ``X``): the (row, column) of each instance on its bag's grid (the
+        registered ``grid_keys`` of :class:`~hcitools.model.M4`), or None.
     """
 
     X: torch.Tensor
@@ -55,6 +58,7 @@ class BagData:
     groups: np.ndarray | None = None
     batch: torch.Tensor | None = None
     aux: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
 
     @property
     def n_bags(self) -> int:
@@ -106,6 +110,9 @@ class BagData:
             group_codes = np.asarray(adata_manager.get_from_registry(MIL_KEYS.GROUP_REGISTRY)).reshape(-1)
             groups = fields[MIL_KEYS.GROUP_REGISTRY].names(adata)[group_codes]
         data = cls._from_codes(X, codes, names, lab, n_tasks, groups)
+        if MIL_KEYS.GRID_REGISTRY in fields:  # instance positions: read by queries too
+            grid = np.asarray(adata_manager.get_from_registry(MIL_KEYS.GRID_REGISTRY), dtype=np.int64)
+            data.positions = torch.from_numpy(np.ascontiguousarray(grid.reshape(len(codes), 2)[data.order]))
         if labels:
             first = data.order[data.starts]
             if MIL_KEYS.BATCH_REGISTRY in fields:
@@ -136,7 +143,8 @@ class BagData:
 
 class BagCollator:
     """Turn a list of bag indices into a padded batch ``{X: B × N × D, mask: B × N, labels: B × T, bag_index: B}``,
-    plus ``batch`` (B batch codes) and ``aux`` (B × K aux values) when the data holds them.
+    plus ``batch`` (B batch codes), ``aux`` (B × K aux values) and ``positions`` (B × N × 2 grid positions, 0 on
+    padding) when the data holds them.
 
     Parameters
     ----------
@@ -182,6 +190,8 @@ class BagCollator:
             out[MIL_KEYS.BATCH] = self.data.batch[idx]
         if self.data.aux is not None:
             out[MIL_KEYS.AUX] = self.data.aux[idx]
+        if self.data.positions is not None:
+            out[MIL_KEYS.POSITIONS] = self.data.positions[rows] * mask[..., None]
         return out
 
 

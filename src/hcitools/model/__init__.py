@@ -8,13 +8,14 @@ from __future__ import annotations
 import importlib
 
 _MODELS = {
+    "M4": "._m4",
     "MoMIL": "._momil",
     "MeanMLP": "._baselines",
     "MultiLabelMIL": "._baselines",
     "MILModelBase": "._mil_base",
     "MTAe": "._mtae",
 }
-__all__ = ["MTAe", "MeanMLP", "MoMIL", "MultiLabelMIL"]
+__all__ = ["M4", "MTAe", "MeanMLP", "MoMIL", "MultiLabelMIL"]
 
 
 def __getattr__(name: str):

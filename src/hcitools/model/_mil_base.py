@@ -292,6 +292,8 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         stored in the registry (and in a saved model).
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        # a subclass's own setup arguments (checked by it), stored with the others and read by `_extra_fields`
+        setup_method_args["setup_args"].update(kwargs.pop("extra_setup_args", None) or {})
         if isinstance(
             aux_keys, str | tuple
         ):  # saved as a primitive list (a saved model from before has none)
@@ -348,10 +350,17 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             fields.append(BagIdField(MIL_KEYS.BATCH_REGISTRY, batch_key))
         if aux_keys is not None:
             fields.append(AuxField(MIL_KEYS.AUX_REGISTRY, aux_keys))
+        fields.extend(cls._extra_fields(adata, **setup_method_args["setup_args"]))
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         with quiet_loggers("scvi"):  # its "Using column names" note would print on every setup
             adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @classmethod
+    def _extra_fields(cls, adata: AnnData, **setup_args) -> list:
+        """Setup slot: the fields a subclass registers beyond the shared ones (e.g. M4's grid positions), from
+        the stored setup arguments (those a subclass passes as ``extra_setup_args`` included)."""
+        return []
 
     # ------------------------------------------------------------------------------------------------ init
     def _init_mil(
@@ -961,7 +970,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         self.module.eval()
         out: dict[str, list] = {k: [] for k in keys}
         for batch in bag_loader(data, np.arange(data.n_bags), batch_size=batch_size):
-            res = self.module.inference(batch[MIL_KEYS.X], batch[MIL_KEYS.MASK])
+            res = self.module.inference(**self.module._get_inference_input(batch))
             mask = batch[MIL_KEYS.MASK]
             for key in keys:
                 value, kind = res[key], kinds[key]

@@ -39,6 +39,7 @@ MIL_METHODS: dict[str, MILMethod] = {
     "stl": MILMethod("hcitools.model.MoMIL", single_task=True),
     "mean_mlp": MILMethod("hcitools.model.MeanMLP"),
     "multilabel_mil": MILMethod("hcitools.model.MultiLabelMIL"),
+    "m4": MILMethod("hcitools.model.M4"),
 }
 
 

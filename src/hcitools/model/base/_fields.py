@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scvi.data.fields import CategoricalObsField, ObsmField
+from scvi.data.fields import CategoricalObsField, NumericalJointObsField, ObsmField
 
 
 class BagIdField(CategoricalObsField):
@@ -55,3 +55,88 @@ class LabelsField(ObsmField):
         state = super().register_field(adata)
         state[self.COLUMN_NAMES_KEY] = [str(c) for c in state[self.COLUMN_NAMES_KEY]]
         return state
+
+
+#: Empty cells between the fields of view of a bag on its grid: the half-width of the largest M4 convolution
+#: (k = 7), so crops of different fields of view never share a convolution window.
+GRID_GAP = 3
+
+
+def grid_positions(obs: pd.DataFrame, bag_key: str, grid_keys: list[str]) -> np.ndarray:
+    """Each instance's (row, column) on its bag's grid, from obs columns ``grid_keys``.
+
+    ``grid_keys`` ends with two integer columns (row and column of the crop within its field of view, e.g.
+    ``tile_row`` / ``tile_col`` of :func:`hcitools.pp.tile_images`); any columns before them name the field of
+    view (e.g. ``fov``). The fields of view of a bag (sorted) are laid out row by row on a ⌈√F⌉-wide layout of
+    blocks, each block as large as the bag's largest row and column index, separated by ``GRID_GAP`` empty cells.
+    A bag's grid depends on its own instances only.
+
+    Returns
+    -------
+    int64 array n_obs × 2. Raises a KeyError for a missing column, a TypeError / ValueError for a row or column
+    that is not a non-negative integer, and a ValueError when two instances of a bag share a position.
+    """
+    missing = [k for k in grid_keys if k not in obs]
+    if missing:
+        raise KeyError(
+            f"adata.obs has no columns {missing} (argument `grid_keys`). Available columns: "
+            f"{list(obs.columns)[:12]}."
+        )
+    *block_keys, row_key, col_key = grid_keys
+    coords = []
+    for key in (row_key, col_key):
+        col = obs[key]
+        what = f"adata.obs[{key!r}] (argument `grid_keys`)"
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            raise TypeError(f"{what} must hold integer tile positions (e.g. `tile_row`), got dtype {col.dtype}.")
+        values = col.to_numpy(dtype=float)
+        if not np.isfinite(values).all() or (values < 0).any() or (values != np.round(values)).any():
+            raise ValueError(f"{what} must hold integers ≥ 0 (tile positions), with no NaN.")
+        coords.append(values.astype(np.int64))
+    row, col = coords
+    bags = pd.Series(pd.factorize(obs[bag_key])[0], index=obs.index)
+    if block_keys:
+        block = pd.Series(
+            pd.MultiIndex.from_frame(obs[block_keys].astype(str)).factorize(sort=True)[0], index=obs.index
+        )
+        block = (block.groupby(bags).rank(method="dense") - 1).to_numpy(dtype=np.int64)
+    else:
+        block = np.zeros(len(obs), np.int64)
+    key = pd.DataFrame({"bag": bags.to_numpy(), "block": block, "row": row, "col": col})
+    dup = key.duplicated()
+    if dup.any():
+        first = obs.index[np.flatnonzero(dup.to_numpy())[0]]
+        raise ValueError(
+            f"Two instances of a bag share a grid position (argument `grid_keys`={list(grid_keys)}), e.g. obs "
+            f"{first!r}: name the field of view too (e.g. grid_keys=['fov', 'tile_row', 'tile_col'])."
+        )
+    per_bag = key.groupby("bag")
+    n_blocks = per_bag["block"].transform("max").to_numpy() + 1
+    height = per_bag["row"].transform("max").to_numpy() + 1 + GRID_GAP
+    width = per_bag["col"].transform("max").to_numpy() + 1 + GRID_GAP
+    per_line = np.ceil(np.sqrt(n_blocks)).astype(np.int64)
+    out_row = (block // per_line) * height + row
+    out_col = (block % per_line) * width + col
+    return np.stack([out_row, out_col], axis=1).astype(np.int64)
+
+
+class GridField(NumericalJointObsField):
+    """Grid positions of the instances (M4's ``grid_keys``): obs columns turned into (row, column) per instance.
+
+    Registration writes the positions of :func:`grid_positions` into ``obsm["_scvi_grid"]`` (columns
+    ``grid_row`` and ``grid_col``) and keeps the source columns in the registry; query data are laid out afresh
+    from their own columns (which they must have).
+    """
+
+    def __init__(self, registry_key: str, attr_keys: list[str], bag_key: str):
+        super().__init__(registry_key, list(attr_keys))
+        self.bag_key = bag_key
+
+    def register_field(self, adata: AnnData) -> dict:
+        self.validate_field(adata)
+        pos = grid_positions(adata.obs, self.bag_key, self.attr_keys)
+        adata.obsm[self.attr_key] = pd.DataFrame(pos, index=adata.obs_names, columns=["grid_row", "grid_col"])
+        return {self.COLUMNS_KEY: np.asarray(self.attr_keys)}
+
+    def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs) -> dict:
+        return self.register_field(adata_target)
