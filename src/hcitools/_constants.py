@@ -48,7 +48,9 @@ class _MILKeys(NamedTuple):
     AUX_REGISTRY: str = "aux"
     AUX: str = "aux"  # B × K, the ``aux_keys`` of each bag (raw values; standardised by the module)
     GRID_REGISTRY: str = "grid"
-    POSITIONS: str = "positions"  # B × N × 2, (row, column) of each instance on its bag's grid (``grid_keys``)
+    POSITIONS: str = (
+        "positions"  # B × N × 2, (row, column) of each instance on its bag's grid (``grid_keys``)
+    )
 
 
 MIL_KEYS = _MILKeys()

@@ -69,7 +69,10 @@ def test_batch_vs_single_and_padding_invariance():
         for key in (MODULE_KEYS.LOGITS, MODULE_KEYS.GATE_WEIGHTS, MODULE_KEYS.BAG_EMBEDDING):
             torch.testing.assert_close(alone[key][0], batch[key][b], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(
-            alone[MODULE_KEYS.EXPERT_ATTENTION][0], batch[MODULE_KEYS.EXPERT_ATTENTION][b, :, :n], atol=1e-5, rtol=0
+            alone[MODULE_KEYS.EXPERT_ATTENTION][0],
+            batch[MODULE_KEYS.EXPERT_ATTENTION][b, :, :n],
+            atol=1e-5,
+            rtol=0,
         )
     # more padding, filled with garbage: nothing changes
     g = torch.Generator().manual_seed(1)
@@ -129,10 +132,10 @@ def test_grid_keys_place_crops(screen):
     pos = screen.obsm["_scvi_grid"]
     one = screen.obs["well"] == screen.obs["well"].iloc[0]
     fov, row, col = (screen.obs.loc[one, k].to_numpy() for k in ("fov", "tile_row", "tile_col"))
-    first = fov == fov.min()
-    np.testing.assert_array_equal(pos.loc[one, "grid_row"].to_numpy()[first], row[first])
-    if (~first).any():
-        assert (pos.loc[one, "grid_col"].to_numpy()[~first] >= 2 + 3).all()
+    # two fields of view side by side: the second one's tiles start 2 + 3 columns to the right
+    np.testing.assert_array_equal(pos.loc[one, "grid_row"].to_numpy(), row)
+    width = screen.obs.loc[one, "tile_col"].max() + 1 + 3
+    np.testing.assert_array_equal(pos.loc[one, "grid_col"].to_numpy(), col + width * (fov != fov.min()))
     _train(model)
     with_grid = model.predict()
     model.module.eval()

@@ -259,7 +259,11 @@ class M4(MILModelBase):
         ]
 
     def get_attention(
-        self, adata: AnnData | None = None, *, expert: int | Literal["all"] | None = None, batch_size: int = 256
+        self,
+        adata: AnnData | None = None,
+        *,
+        expert: int | Literal["all"] | None = None,
+        batch_size: int = 256,
     ) -> np.ndarray:
         """Attention of every instance, per assay (gate-weighted) or per expert.
 

@@ -88,7 +88,9 @@ def grid_positions(obs: pd.DataFrame, bag_key: str, grid_keys: list[str]) -> np.
         col = obs[key]
         what = f"adata.obs[{key!r}] (argument `grid_keys`)"
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-            raise TypeError(f"{what} must hold integer tile positions (e.g. `tile_row`), got dtype {col.dtype}.")
+            raise TypeError(
+                f"{what} must hold integer tile positions (e.g. `tile_row`), got dtype {col.dtype}."
+            )
         values = col.to_numpy(dtype=float)
         if not np.isfinite(values).all() or (values < 0).any() or (values != np.round(values)).any():
             raise ValueError(f"{what} must hold integers ≥ 0 (tile positions), with no NaN.")
