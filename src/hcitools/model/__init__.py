@@ -14,8 +14,9 @@ _MODELS = {
     "MultiLabelMIL": "._baselines",
     "MILModelBase": "._mil_base",
     "MTAe": "._mtae",
+    "TorchMIL": "._torchmil",
 }
-__all__ = ["M4", "MTAe", "MeanMLP", "MoMIL", "MultiLabelMIL"]
+__all__ = ["M4", "MTAe", "MeanMLP", "MoMIL", "MultiLabelMIL", "TorchMIL"]
 
 
 def __getattr__(name: str):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,10 +22,12 @@ from .._utils import logger, progress_bar, warn
 
 @dataclass(frozen=True)
 class MILMethod:
-    """A MIL method of the runner: a model class (by import path) and whether it trains one model per assay."""
+    """A MIL method of the runner: a model class (by import path), whether it trains one model per assay, and
+    fixed keyword arguments of the model (e.g. which torchmil model)."""
 
     model: str
     single_task: bool = False
+    model_kwargs: dict = field(default_factory=dict)
 
     @property
     def model_class(self):
@@ -40,6 +42,13 @@ MIL_METHODS: dict[str, MILMethod] = {
     "mean_mlp": MILMethod("hcitools.model.MeanMLP"),
     "multilabel_mil": MILMethod("hcitools.model.MultiLabelMIL"),
     "m4": MILMethod("hcitools.model.M4"),
+    # 002's single-task baselines through torchmil (``pip install 'hcitools[baselines]'``), one model per assay
+    **{
+        f"torchmil_{name}": MILMethod(
+            "hcitools.model.TorchMIL", single_task=True, model_kwargs={"model": name}
+        )
+        for name in ("abmil", "dsmil", "dtfd", "transmil", "mean", "max")
+    },
 }
 
 
@@ -167,6 +176,10 @@ def cross_validate(
 
     spec = get_method(method)
     Model = spec.model_class
+    fixed = sorted(set(spec.model_kwargs) & set(model_kwargs))
+    if fixed:
+        raise TypeError(f"method={method!r} sets {fixed} itself; do not pass them.")
+    model_kwargs = {**spec.model_kwargs, **model_kwargs}
     folds = adata.obs[fold_key].to_numpy()
     out_assays = list(primary) if (spec.single_task and primary) else list(assays)
     attention = np.full((adata.n_obs, len(out_assays)), np.nan, dtype=np.float32)
