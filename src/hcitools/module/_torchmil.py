@@ -177,12 +177,12 @@ class TorchMILModule(MILModuleBase):
         predictions are reproducible (training uses the seeded global stream)."""
         if self.training:
             return self._run_net(net, X, mask)
-        state = np.random.get_state()
-        np.random.seed(0)
+        state = np.random.get_state()  # noqa: NPY002 (torchmil draws from the legacy global generator)
+        np.random.seed(0)  # noqa: NPY002
         try:
             return self._run_net(net, X, mask)
         finally:
-            np.random.set_state(state)
+            np.random.set_state(state)  # noqa: NPY002
 
     def _task(self, net, x, mask):
         run = self._run_dtfd if self.model == "dtfd" else self._run_net
