@@ -4,6 +4,7 @@ from ._activity import phenotypic_activity
 from ._baselines import pooled_logistic_regression
 from ._compare import compare_methods
 from ._evaluate import evaluate_assays
+from ._impute import impute_labels
 from ._momil import bag_size_baseline, momil
 from ._perturbation import predict_baseline, split_ood
 from ._perturbation_eval import (
@@ -22,6 +23,7 @@ __all__ = [
     "compare_methods",
     "evaluate_assays",
     "evaluate_perturbation",
+    "impute_labels",
     "momil",
     "perturbation_ceiling",
     "phenotypic_activity",
