@@ -16,6 +16,7 @@ from ._perturbation_eval import (
 )
 from ._potentials import task_potentials
 from ._probe import probe_concepts
+from ._select import select_assays, task_groups
 
 __all__ = [
     "bag_size_baseline",
@@ -31,7 +32,9 @@ __all__ = [
     "predict_baseline",
     "probe_concepts",
     "rank_models",
+    "select_assays",
     "split_ood",
+    "task_groups",
     "task_potentials",
     "top_degs",
 ]
