@@ -4,6 +4,7 @@ from ._activity import phenotypic_activity
 from ._baselines import pooled_logistic_regression
 from ._compare import compare_methods
 from ._evaluate import evaluate_assays
+from ._fewshot import linear_probe
 from ._impute import impute_labels
 from ._momil import bag_size_baseline, momil
 from ._perturbation import predict_baseline, split_ood
@@ -25,6 +26,7 @@ __all__ = [
     "evaluate_assays",
     "evaluate_perturbation",
     "impute_labels",
+    "linear_probe",
     "momil",
     "perturbation_ceiling",
     "phenotypic_activity",
