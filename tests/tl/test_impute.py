@@ -25,7 +25,9 @@ def test_correct_thresholds_known_answer():
     prob = np.array(pos + neg)[:, None].repeat(2, axis=1)
     labels = np.array([1.0] * 6 + [0.0] * 6)[:, None].repeat(2, axis=1)
     labels[0, 1] = np.nan  # not observed: ignored
-    th_pos, th_neg, n_pos, n_neg = correct_thresholds(prob, labels, np.array([0.9, 0.95]), np.array([0.1, 0.05]))
+    th_pos, th_neg, n_pos, n_neg = correct_thresholds(
+        prob, labels, np.array([0.9, 0.95]), np.array([0.1, 0.05])
+    )
     # np.quantile of the 5 correct positives [0.6 … 1.0] at 0.9: 0.6 + 0.9·4·0.1 = 0.96; at 0.95: 0.98
     np.testing.assert_allclose(th_pos, [0.96, 0.98])
     # the 5 correct negatives [0.05, 0.1, 0.15, 0.2, 0.4] at 0.1 (position 0.4): 0.07; at 0.05 (0.2): 0.06
@@ -52,7 +54,9 @@ def test_apply_thresholds_never_relabels_observed_and_uses_inclusive_bounds():
 
 
 def test_emphasis_scales_non_key_thresholds_only():
-    th_pos, th_neg = emphasised(np.array([0.8, 0.8]), np.array([0.2, 0.2]), np.array([True, False]), (1.1, 0.5))
+    th_pos, th_neg = emphasised(
+        np.array([0.8, 0.8]), np.array([0.2, 0.2]), np.array([True, False]), (1.1, 0.5)
+    )
     np.testing.assert_allclose(th_pos, [0.8, 0.88])
     np.testing.assert_allclose(th_neg, [0.2, 0.1])
 
@@ -72,7 +76,13 @@ def trained():
     ht.model.MoMIL.setup_anndata(adata, group_key="compound")
     model = ht.model.MoMIL(adata, n_hidden=8, n_head_hidden=8, dropout=0.0, head="abmil")
     model.train(
-        max_epochs=20, warmup_epochs=0, enable_progress_bar=False, lr=1e-2, pos_weight=True, validation_size=0.4, seed=1
+        max_epochs=20,
+        warmup_epochs=0,
+        enable_progress_bar=False,
+        lr=1e-2,
+        pos_weight=True,
+        validation_size=0.4,
+        seed=1,
     )
     return adata, model
 
@@ -91,7 +101,11 @@ def test_impute_labels_accuracy_close_to_percentile_and_reported(trained):
     per_cpd = ad.obs["compound"].astype(str).to_numpy()
     for assay in model.assays:
         rows = imputed[assay].to_numpy()
-        got = pd.Series(ad.obsm["assays_imputed"][assay].to_numpy()[rows], index=per_cpd[rows]).groupby(level=0).first()
+        got = (
+            pd.Series(ad.obsm["assays_imputed"][assay].to_numpy()[rows], index=per_cpd[rows])
+            .groupby(level=0)
+            .first()
+        )
         true = pd.Series(truth[assay].to_numpy()[rows], index=per_cpd[rows]).groupby(level=0).first()
         row = table.set_index("assay").loc[assay]
         assert len(got) == row["n_added"] and (got == true).sum() == row["n_correct_added"]
@@ -125,10 +139,12 @@ def test_impute_labels_provenance_and_never_overwrites(trained):
         rows = prov[assay].to_numpy() == 1
         s = score.loc[cpd[rows], assay].to_numpy()
         lab = out[assay].to_numpy()[rows]
-        assert (s[lab == 1] >= th.loc[assay, "th_pos"]).all() and (s[lab == 0] <= th.loc[assay, "th_neg"]).all()
+        assert (s[lab == 1] >= th.loc[assay, "th_pos"]).all() and (
+            s[lab == 0] <= th.loc[assay, "th_neg"]
+        ).all()
     # a second first-round call refuses to overwrite; a failed call changes nothing
     before = {k: v.copy() for k, v in ad.obsm.items()}
-    with pytest.raises(ValueError, match="exists already|already"):
+    with pytest.raises(ValueError, match="already"):
         ht.tl.impute_labels(ad, model)
     with pytest.raises(ValueError, match="`p`"):
         ht.tl.impute_labels(ad, model, key_added="other", p=1.2)
@@ -147,7 +163,9 @@ def test_impute_labels_second_round_keeps_the_first(trained):
     first = ad.obsm["assays_imputed"].copy()
     ht.model.MoMIL.setup_anndata(ad, labels_key="assays_imputed", group_key="compound")
     model2 = ht.model.MoMIL(ad, n_hidden=8, n_head_hidden=8, dropout=0.0, head="abmil")
-    model2.train(max_epochs=3, warmup_epochs=0, enable_progress_bar=False, lr=1e-2, validation_size=0.4, seed=1)
+    model2.train(
+        max_epochs=3, warmup_epochs=0, enable_progress_bar=False, lr=1e-2, validation_size=0.4, seed=1
+    )
     table = ht.tl.impute_labels(ad, model2, key_added="assays_imputed")
     assert (table["round"] == 2).all()
     prov = ad.obsm["assays_imputed_round"].to_numpy()

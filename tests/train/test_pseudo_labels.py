@@ -41,13 +41,17 @@ def _splitter():
 
 
 def test_refresh_known_thresholds_and_labels():
-    splitter, prob, labels = _splitter()
+    splitter, _, labels = _splitter()
     cb = PseudoLabels(splitter, warmup=0, every=1, percentile=0.9, emphasis=(1.05, 0.5), key_assays=["a"])
-    pl_module = SimpleNamespace(module=_FixedLogits(), device=torch.device("cpu"), assays=["a", "b"], labels_override=None)
+    pl_module = SimpleNamespace(
+        module=_FixedLogits(), device=torch.device("cpu"), assays=["a", "b"], labels_override=None
+    )
     cb.refresh(pl_module)
     th_pos, th_neg = cb.thresholds
     # correct validation positives [0.9, 0.8, 0.7]: 0.9-quantile 0.88; negatives [0.3, 0.2, 0.1]: 0.1-quantile 0.12
-    np.testing.assert_allclose(th_pos, [0.88, 0.88 * 1.05], rtol=1e-5)  # task b is not a key assay: emphasised
+    np.testing.assert_allclose(
+        th_pos, [0.88, 0.88 * 1.05], rtol=1e-5
+    )  # task b is not a key assay: emphasised
     np.testing.assert_allclose(th_neg, [0.12, 0.12 * 0.5], rtol=1e-5)
     got = pl_module.labels_override.numpy()
     # validation rows are never changed
@@ -85,7 +89,14 @@ def test_train_with_pseudo_labels_schedule_and_history():
     )
     ht.model.MoMIL.setup_anndata(adata, group_key="compound")
     model = ht.model.MoMIL(adata, primary_assays=["assay_00"], n_hidden=8, n_head_hidden=8)
-    n_unlabelled = int(adata.obsm["assays"].groupby(adata.obs["well"].astype(str).to_numpy()).first().isna().all(axis=1).sum())
+    n_unlabelled = int(
+        adata.obsm["assays"]
+        .groupby(adata.obs["well"].astype(str).to_numpy())
+        .first()
+        .isna()
+        .all(axis=1)
+        .sum()
+    )
     assert n_unlabelled > 0
     with pytest.raises(ValueError, match="α_neg"):
         model.train(max_epochs=2, pseudo_labels={"emphasis": (1.1, 1.5)})
@@ -96,7 +107,9 @@ def test_train_with_pseudo_labels_schedule_and_history():
     )  # fmt: skip
     h = model.history
     pos, neg = h["pseudo_labels_pos"].iloc[:, 0].to_numpy(), h["pseudo_labels_neg"].iloc[:, 0].to_numpy()
-    assert len(pos) == 6 and (pos[:2] == 0).all() and (neg[:2] == 0).all()  # the warm-up trains on observed labels
+    assert (
+        len(pos) == 6 and (pos[:2] == 0).all() and (neg[:2] == 0).all()
+    )  # the warm-up trains on observed labels
     assert neg[2] > 0  # first refresh after epoch 2
     assert neg[2] == neg[3] and pos[2] == pos[3]  # labels constant between refreshes
     per_assay = sum(h[f"pseudo_neg_{a}"].iloc[:, 0].to_numpy() for a in model.assays)
