@@ -260,7 +260,9 @@ class BagDataSplitter(pl.LightningDataModule):
     Built from a model's :class:`~scvi.data.AnnDataManager` (its registered fields), like scvi-tools'
     :class:`~scvi.dataloaders.DataSplitter`; scvi-tools' splitter draws instances (rows), which would put one
     well on both sides, hence this bag-level one. Bags without any observed label carry no loss and no
-    validation signal; they are left out of both sets. Every argument is checked when it is built, before a
+    validation signal; they are left out of both sets (the unlabelled training bags are kept in
+    ``unlabelled_train_idx``, and served for training with ``include_unlabelled = True``, which the
+    pseudo-label schedule of ``model.train(pseudo_labels=...)`` sets). Every argument is checked when it is built, before a
     model changes any state.
 
     Parameters
@@ -328,6 +330,9 @@ class BagDataSplitter(pl.LightningDataModule):
         labelled = ~torch.isnan(data.labels).all(dim=1).numpy()
         self.train_idx = all_bags[~val & labelled]
         self.val_idx = all_bags[val & labelled]
+        # kept for what can use them (pseudo-labels: ``include_unlabelled``); plain training skips them
+        self.unlabelled_train_idx = all_bags[~val & ~labelled]
+        self.include_unlabelled = False
         self.test_idx = np.array([], dtype=np.int64)
         if len(self.train_idx) == 0:
             raise ValueError(
@@ -374,10 +379,18 @@ class BagDataSplitter(pl.LightningDataModule):
         n_neg = (labels == 0).sum(0).to(torch.float32)
         return torch.where(n_pos > 0, n_neg / n_pos.clamp_min(1), torch.ones_like(n_pos))
 
+    @property
+    def loader_train_idx(self) -> np.ndarray:
+        """The training bags the loader serves: the labelled ones, plus the unlabelled ones with
+        ``include_unlabelled`` (pseudo-labels give them labels during training)."""
+        if not self.include_unlabelled:
+            return self.train_idx
+        return np.sort(np.concatenate([self.train_idx, self.unlabelled_train_idx]))
+
     def train_dataloader(self) -> DataLoader:
         return bag_loader(
             self.data,
-            self.train_idx,
+            self.loader_train_idx,
             batch_size=self.batch_size,
             shuffle=True,
             seed=self.seed,

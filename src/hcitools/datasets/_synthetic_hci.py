@@ -11,6 +11,9 @@ from anndata import AnnData
 from .._constants import HCI_KEYS
 from .._validate import check_int, check_real
 
+#: obsm key of the complete ground-truth labels of :func:`synthetic_hci`.
+TRUE_LABELS_KEY = "assays_true"
+
 
 def _well_names(n: int, n_rows: int = 16, n_cols: int = 24) -> list[str]:
     """Well positions of a 384-well plate (A01 … P24), in row order."""
@@ -122,9 +125,14 @@ def synthetic_hci(
       ``is_control``, ``responder`` (instance-level truth);
     - ``obsm["assays"]``: DataFrame n_instances × ``n_assays`` of observed labels (1 / 0 / NaN), constant
       within wells; NaN for DMSO;
+    - ``obsm["assays_true"]``: DataFrame like ``obsm["assays"]`` with the complete ground-truth labels (1 / 0;
+      NaN only for DMSO): what imputed labels and pseudo-labels are scored against; never a model input;
     - ``uns["synthetic_hci"]``: ``params``, ``primary_assays``, ``assay_mechanisms`` (assay → mechanisms),
-      ``unrelated_assays``, ``true_labels`` (compound × assay, all labels) and ``mechanisms`` (compound ×
-      mechanism).
+      ``unrelated_assays``, ``true_labels`` (compound × assay, all labels), ``mechanisms`` (compound ×
+      mechanism), ``related_assays`` (primary assay → the secondary assays that share a mechanism with it) and
+      ``assay_affinity`` (assays × assays DataFrame: the Jaccard index of the assays' mechanism sets, 1 on the
+      diagonal, 0 for assays sharing no mechanism; a stand-in for STRING scores of their targets, e.g. for
+      :func:`hcitools.tl.select_assays`). These come from the draws above: no extra random draw.
 
     Examples
     --------
@@ -296,6 +304,16 @@ def synthetic_hci(
         X.astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"f{j}" for j in range(n_features)])
     )
     adata.obsm[HCI_KEYS.ASSAYS] = pd.DataFrame(lab, index=adata.obs_names, columns=assay_names)
+    true_inst = np.vstack([np.full((1, T), np.nan), truth])[inst_cpd + 1]
+    adata.obsm[TRUE_LABELS_KEY] = pd.DataFrame(true_inst, index=adata.obs_names, columns=assay_names)
+    mech_sets = [set(assay_mech[a]) for a in assay_names]
+    affinity = np.array(
+        [[len(a & b) / len(a | b) if a | b else 0.0 for b in mech_sets] for a in mech_sets], dtype=float
+    )
+    related = {
+        p_name: [s_name for s_name in assay_names[n_primary:] if mech_sets[i] & set(assay_mech[s_name])]
+        for i, p_name in enumerate(assay_names[:n_primary])
+    }
     params = {
         k: v
         for k, v in dict(
@@ -316,5 +334,7 @@ def synthetic_hci(
         "mechanisms": pd.DataFrame(
             mech.astype(int), index=compound_names, columns=[f"mech_{k}" for k in range(K)]
         ),
+        "related_assays": related,
+        "assay_affinity": pd.DataFrame(affinity, index=assay_names, columns=assay_names),
     }
     return adata

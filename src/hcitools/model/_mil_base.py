@@ -678,6 +678,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         max_instances: int | None = None,
         group_by_size: bool = False,
         enable_progress_bar: bool | None = None,
+        pseudo_labels: dict[str, Any] | None = None,
         **trainer_kwargs,
     ) -> None:
         """Train with AdamW (linear warm-up, then cosine decay by step); early stopping; best weights restored.
@@ -776,6 +777,17 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             batches; ``hcitools.dataloaders.SizeGroupedSampler``). Cuts the padding of very ragged bags
             (e.g. cells per well); off by default because batches then correlate with bag size, which can carry
             label information (toxic compounds leave fewer cells).
+        pseudo_labels
+            Thesis 000's pseudo-label schedule (Algorithms 1–4; :class:`hcitools.train.PseudoLabels`), or None
+            (off): a dict with ``warmup`` (epochs trained on the observed labels only), ``every`` (epochs between
+            refreshes), ``percentile`` (0.9: thresholds at the 90th percentile of the validation probabilities of
+            correctly classified positives and the 10th of correctly classified negatives), ``emphasis``
+            (``(α_pos, α_neg)``, default ``(1.0, 1.0)``: the thresholds of assays outside ``key_assays`` are
+            scaled by α_pos > 1 and α_neg < 1, giving them fewer pseudo-labels) and ``key_assays`` (default the
+            ``primary_assays``). The unlabelled entries of the training bags, including bags without any observed
+            label, get pseudo-labels; validation labels are never changed. Per-epoch counts go to
+            ``model.history`` (``pseudo_labels_pos``, ``pseudo_labels_neg``, ``pseudo_pos_<assay>``,
+            ``pseudo_neg_<assay>``).
         enable_progress_bar
             Show Lightning's progress bar; ``None`` follows ``ht.settings.verbosity`` (shown unless ``"error"``).
             Lightning's device banners and tips show only at verbosity ``"info"`` and above.
@@ -843,6 +855,10 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         make_task_weighting(weighting, weighting_kwargs, self.assays, getattr(self, "aux_keys", []))
         adversarial_weight = check_adversarial_weight(adversarial_weight)
         enable_progress_bar = progress_bar_default(enable_progress_bar)
+        if pseudo_labels is not None:
+            from ..train._pseudo import check_pseudo_labels
+
+            pseudo_labels = check_pseudo_labels(pseudo_labels, self.assays, self.primary_assays)
         self._check_training_data()
         splitter = self._make_data_splitter(
             validation_size=validation_size,
@@ -878,6 +894,11 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             splitter, plan, patience=d.patience, warmup_epochs=d.warmup_epochs, monitor=monitor
         )
         callbacks = list(trainer_kwargs.pop("callbacks", [])) + callbacks
+        if pseudo_labels is not None:
+            from ..train._pseudo import PseudoLabels
+
+            splitter.include_unlabelled = True  # unlabelled training bags get pseudo-labels
+            callbacks = [PseudoLabels(splitter, **pseudo_labels), *callbacks]
         trainer_kwargs.setdefault("log_every_n_steps", 1)
         if best is not None:
             trainer_kwargs["check_val_every_n_epoch"] = 1
@@ -931,6 +952,17 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
                     "are unavailable; the model holds the restored best weights. Use strategy='ddp' or no "
                     "`logger` to get them."
                 )
+        # the bags of the split (by name): what ``ht.tl.impute_labels`` reads thresholds from and imputes into
+        self.split_bags_ = {
+            "train": [
+                str(b)
+                for b in splitter.data.bag_names[
+                    np.sort(np.concatenate([splitter.train_idx, splitter.unlabelled_train_idx]))
+                ]
+            ],
+            "train_unlabelled": [str(b) for b in splitter.data.bag_names[splitter.unlabelled_train_idx]],
+            "validation": [str(b) for b in splitter.data.bag_names[splitter.val_idx]],
+        }
         self.train_params_ = {
             "max_epochs": d.max_epochs,
             "warmup_epochs": d.warmup_epochs,
@@ -944,6 +976,9 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             "pos_weight": bool(pos_weight),
             "weighting": weighting if isinstance(weighting, str) else type(weighting).__name__,
             "adversarial_weight": adversarial_weight,
+            "pseudo_labels": None
+            if pseudo_labels is None
+            else {k: (list(v) if isinstance(v, tuple | list) else v) for k, v in pseudo_labels.items()},
         }
 
     def _training_defaults(self, n_train: int, **given) -> TrainingDefaults:

@@ -4,6 +4,8 @@ from ._activity import phenotypic_activity
 from ._baselines import pooled_logistic_regression
 from ._compare import compare_methods
 from ._evaluate import evaluate_assays
+from ._fewshot import linear_probe
+from ._impute import impute_labels
 from ._momil import bag_size_baseline, momil
 from ._perturbation import predict_baseline, split_ood
 from ._perturbation_eval import (
@@ -15,6 +17,7 @@ from ._perturbation_eval import (
 )
 from ._potentials import task_potentials
 from ._probe import probe_concepts
+from ._select import select_assays, task_groups
 
 __all__ = [
     "bag_size_baseline",
@@ -22,6 +25,8 @@ __all__ = [
     "compare_methods",
     "evaluate_assays",
     "evaluate_perturbation",
+    "impute_labels",
+    "linear_probe",
     "momil",
     "perturbation_ceiling",
     "phenotypic_activity",
@@ -29,7 +34,9 @@ __all__ = [
     "predict_baseline",
     "probe_concepts",
     "rank_models",
+    "select_assays",
     "split_ood",
+    "task_groups",
     "task_potentials",
     "top_degs",
 ]

@@ -113,14 +113,34 @@ def _fold_progress(bar, label: str):
     return FoldProgress()
 
 
+#: obsm key of the imputed labels inside a fold's training AnnData (self-training, ``impute="conformal"``).
+IMPUTED_KEY = "_assays_imputed"
+
+
 def _fit_fold(
-    Model, train: AnnData, test: AnnData, *, setup, model_kwargs, train_kwargs, fold_key, val_fold, primary
-):
+    Model, train: AnnData, test: AnnData, *, setup, model_kwargs, train_kwargs, fold_key, val_fold, primary,
+    impute=None, impute_kwargs=None,
+):  # fmt: skip
+    """Train on ``train`` (validation on ``val_fold``) and predict ``test``. With ``impute="conformal"``,
+    self-training: ``impute_kwargs["rounds"]`` times, impute labels of the training folds from this fold's
+    validation (:func:`hcitools.tl.impute_labels`), then set up and train a new model on them; the test AnnData
+    is only predicted, by the last model. Returns the imputation table of the rounds (or None) as well."""
+    from ._impute import impute_labels
+
     Model.setup_anndata(train, **setup)
     model = Model(train, primary_assays=primary, **model_kwargs)
+    options = dict(impute_kwargs or {})
+    rounds = int(options.pop("rounds", 1)) if impute else 0
     try:
         model.train(validation_key=fold_key, validation_values=[val_fold], **train_kwargs)
-        return model.predict(test), model.get_attention(test), model.assays
+        for _ in range(rounds):
+            impute_labels(train, model, method=impute, key_added=IMPUTED_KEY, overwrite=True, **options)
+            release(model)
+            Model.setup_anndata(train, **{**setup, "labels_key": IMPUTED_KEY})
+            model = Model(train, primary_assays=primary, **model_kwargs)
+            model.train(validation_key=fold_key, validation_values=[val_fold], **train_kwargs)
+        table = train.uns[IMPUTED_KEY]["table"] if rounds else None
+        return model.predict(test), model.get_attention(test), model.assays, table
     finally:
         release(model)
 
@@ -154,6 +174,10 @@ def cross_validate(
     model_kwargs: dict,
     train_kwargs: dict,
     progress: bool = True,
+    impute: str | None = None,
+    impute_kwargs: dict | None = None,
+    truth_key: str | None = None,
+    imputation: list | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Train and predict every 3-1-1 rotation of the folds in ``adata.obs[fold_key]``.
 
@@ -163,6 +187,12 @@ def cross_validate(
     training folds are not predicted there (NaN). The fits' warnings are issued once per call, naming the test
     folds; one progress bar (``progress``) follows the fits, with the epoch of the current one. Arguments are
     checked by the caller (:func:`hcitools.tl.momil`).
+
+    ``impute="conformal"`` self-trains within each rotation (``impute_kwargs``: ``rounds``, ``p``, ``alpha``,
+    ``primary_assays``): labels of the training folds are imputed from the validation fold only; the test fold is
+    never in the training AnnData. ``truth_key`` (complete true labels) is copied into the training AnnData to
+    score the imputed labels, never read by a model. The per-round tables, with a ``test_fold`` column, are
+    appended to ``imputation``.
 
     Returns
     -------
@@ -199,6 +229,8 @@ def cross_validate(
         train_rows = np.flatnonzero(np.isin(folds, [*rot.train, rot.validation]))
         test_rows = np.flatnonzero(folds == rot.test)
         train = minimal_adata(adata, train_rows, setup, extra_obs=[fold_key])
+        if truth_key is not None:
+            train.obsm[truth_key] = adata.obsm[truth_key].iloc[train_rows].copy()
         test = minimal_adata(adata, test_rows, setup, labels=False)
         labels = train.obsm[labels_key]
         per_bag = labels.groupby(train.obs[bag_key].astype(str).to_numpy()).first()
@@ -231,10 +263,20 @@ def cross_validate(
             }
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
-                pred, att, model_assays = _fit_fold(
+                options = dict(impute_kwargs or {})
+                if impute:
+                    options.setdefault("primary_assays", primary_fit or None)
+                    options["truth_key"] = truth_key
+                pred, att, model_assays, table = _fit_fold(
                     Model, train, test, setup=setup, model_kwargs=model_kwargs, train_kwargs=kwargs,
                     fold_key=fold_key, val_fold=rot.validation, primary=primary_fit or None,
+                    impute=impute, impute_kwargs=options,
                 )  # fmt: skip
+                for key in (IMPUTED_KEY, f"{IMPUTED_KEY}_round"):
+                    train.obsm.pop(key, None)
+                train.uns.pop(IMPUTED_KEY, None)
+            if table is not None and imputation is not None:
+                imputation.append(table.assign(test_fold=rot.test, fit=label))
             notes.record([w for w in caught if issubclass(w.category, UserWarning)], rot.test)
             for w in caught:  # anything else (deprecations …) as it came
                 if not issubclass(w.category, UserWarning):

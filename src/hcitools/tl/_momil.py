@@ -15,10 +15,12 @@ from .._utils import check_free_keys, log_written, logger, progress_bar_default,
 from .._validate import (
     check_anndata,
     check_bool,
+    check_choice,
     check_constant_within,
     check_int,
     check_labels,
     check_obs_keys,
+    check_real,
     check_str,
     validate_hci,
 )
@@ -97,6 +99,33 @@ def _evaluate_with_primary(
     return ev
 
 
+def _check_impute_kwargs(impute_kwargs, impute) -> dict:
+    """``p`` and ``alpha`` of the imputation (checked like :func:`hcitools.tl.impute_labels` checks them)."""
+    if impute_kwargs is None:
+        return {}
+    if not isinstance(impute_kwargs, dict):
+        raise TypeError(
+            f"`impute_kwargs` must be a dict like {{'p': 0.9, 'alpha': 0.05}}, got {impute_kwargs!r}."
+        )
+    if impute is None:
+        raise ValueError("`impute_kwargs` needs `impute='conformal'`.")
+    unknown = sorted(set(impute_kwargs) - {"p", "alpha"})
+    if unknown:
+        raise ValueError(f"`impute_kwargs` takes 'p' and 'alpha'; unknown: {unknown}.")
+    p = check_real(
+        impute_kwargs.get("p", 0.9),
+        "impute_kwargs['p']",
+        min=0.5,
+        max=1,
+        min_inclusive=False,
+        max_inclusive=False,
+    )
+    alpha = check_real(
+        impute_kwargs.get("alpha", 0.05), "impute_kwargs['alpha']", min=0, max=1 - p, max_inclusive=False
+    )
+    return {"p": p, "alpha": alpha}
+
+
 def momil(
     adata: AnnData,
     *,
@@ -115,6 +144,10 @@ def momil(
     overwrite: bool = False,
     copy: bool = False,
     progress: bool | None = None,
+    impute: Literal["conformal"] | None = None,
+    rounds: int = 1,
+    impute_kwargs: dict[str, Any] | None = None,
+    truth_key: str | None = None,
     **model_kwargs,
 ) -> AnnData | None:
     """Cross-validate a MIL model over compound folds (3-1-1 rotations) and write test predictions.
@@ -152,6 +185,20 @@ def momil(
         One progress bar over the fits (folds, and assays for ``"stl"``) with the current fit's epoch; ``None``
         follows ``ht.settings.verbosity`` (shown unless ``"error"``). The fits' own bars stay off unless
         ``train_kwargs={"enable_progress_bar": True}``.
+    impute
+        ``"conformal"``: self-training with conformal label imputation (001 §2.3) within each rotation: train,
+        impute labels of the training folds from thresholds on the validation fold
+        (:func:`hcitools.tl.impute_labels`; primary assays get ``p``, the others the stricter ``p + α``), train a
+        new model on observed + imputed labels, ``rounds`` times; the last model predicts the test fold, which
+        is never read. None: off.
+    rounds
+        Self-training rounds (imputation + retraining) with ``impute``.
+    impute_kwargs
+        ``p`` and ``alpha`` of :func:`hcitools.tl.impute_labels` (defaults 0.9 and 0.05).
+    truth_key
+        obsm key of complete true labels (e.g. ``"assays_true"`` of :func:`hcitools.datasets.synthetic_hci`):
+        the imputed labels are scored against it (column ``accuracy`` of the imputation table); never a model
+        input.
     **model_kwargs
         Passed to the model (e.g. ``head="dsmil"``, ``n_hidden=64``); checked against the model class of
         ``method`` before any training.
@@ -163,7 +210,8 @@ def momil(
     - ``uns[key_added]``: ``predictions`` (compounds × assays, test-fold probabilities), ``evaluation`` (per-assay
       AUROC / AUPRC / counts from :func:`evaluate_assays`, for the model and for the bag-size baseline, column
       ``method``; rows ``"macro mean"`` over all assays and, with ``primary_assays``, ``"primary mean"``),
-      ``params``;
+      ``params``, and with ``impute`` ``imputation`` (one row per test fold, round and assay: thresholds,
+      labels added and, with ``truth_key``, their accuracy; see :func:`hcitools.tl.impute_labels`);
     - ``obsm[f"{key_added}_attention"]``: n_obs × n_assays attention of each instance in its test fold (NaN for
       unused instances).
     """
@@ -218,6 +266,18 @@ def momil(
                 f"Assays are {assays[:10]}{' …' if len(assays) > 10 else ''}."
             )
     _check_kwargs(spec.model_class, model_kwargs, train_kwargs)
+    impute = check_choice(impute, "impute", [None, "conformal"])
+    rounds = check_int(rounds, "rounds", min=1)
+    impute_kwargs = _check_impute_kwargs(impute_kwargs, impute)
+    truth_key = check_str(truth_key, "truth_key", allow_none=True)
+    if truth_key is not None:
+        if truth_key not in adata.obsm:
+            raise KeyError(f"adata.obsm has no {truth_key!r} (argument `truth_key`).")
+        lacking = [a for a in assays if a not in adata.obsm[truth_key].columns]
+        if lacking:
+            raise ValueError(
+                f"adata.obsm[{truth_key!r}] lacks the assays {lacking[:5]} (argument `truth_key`)."
+            )
     out_assays = list(primary_assays) if (spec.single_task and primary_assays) else assays
     setup = {
         "bag_key": bag_key,
@@ -228,6 +288,7 @@ def momil(
         "group_key": group_key,
     }
     train_kwargs = {"seed": seed, **(train_kwargs or {})}
+    imputation: list = []
     with quiet_loggers("scvi", "lightning.pytorch", "lightning.fabric"):
         bag_pred, attention = cross_validate(
             adata,
@@ -239,6 +300,10 @@ def momil(
             model_kwargs=model_kwargs,
             train_kwargs=train_kwargs,
             progress=progress_bar_default(progress),
+            impute=impute,
+            impute_kwargs={**impute_kwargs, "rounds": rounds} if impute else None,
+            truth_key=truth_key,
+            imputation=imputation,
         )
     bags = adata.obs[bag_key].astype(str)
     bag_group = adata.obs[group_key].astype(str).groupby(bags.to_numpy()).first()
@@ -268,6 +333,11 @@ def momil(
             "train_kwargs": {k: v for k, v in train_kwargs.items() if isinstance(v, (int, float, str, bool))},
         },
     }  # fmt: skip
+    if impute:
+        target.uns[key_added]["imputation"] = (
+            pd.concat(imputation, ignore_index=True) if imputation else pd.DataFrame()
+        )
+        target.uns[key_added]["params"].update(impute=impute, rounds=rounds, **impute_kwargs)
     target.obsm[att_key] = pd.DataFrame(attention, index=adata.obs_names, columns=out_assays)
     mean = evaluation[evaluation["assay"] == "macro mean"].set_index("method")["auroc"]
     logger.info(

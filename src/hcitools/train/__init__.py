@@ -2,6 +2,7 @@
 
 from ._mil_plan import MILTrainingPlan, RestoreBestWeights
 from ._mtae_plan import MTAeTrainingPlan
+from ._pseudo import PseudoLabels
 from ._weighting import (
     WEIGHTINGS,
     AMTLGeometricWeighting,
@@ -22,6 +23,7 @@ __all__ = [
     "EqualWeighting",
     "MILTrainingPlan",
     "MTAeTrainingPlan",
+    "PseudoLabels",
     "RestoreBestWeights",
     "TaskWeighting",
     "UncertaintyWeighting",

@@ -261,6 +261,9 @@ class MILTrainingPlan(pl.LightningModule):
         self.register_buffer(
             "pos_weight", None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float32)
         )
+        #: n_bags × T training labels that replace the batch's (pseudo-labels, :class:`~hcitools.train.PseudoLabels`),
+        #: on the module's device; None: the data's labels
+        self.labels_override: torch.Tensor | None = None
         self._val_prob: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
         self._val_bags: list[torch.Tensor] = []
@@ -306,6 +309,8 @@ class MILTrainingPlan(pl.LightningModule):
         return inference, loss, task_loss, task_count, weights.detach(), out.n_obs_minibatch
 
     def training_step(self, batch, batch_idx):
+        if self.labels_override is not None:  # one gather on the device, no per-bag loop
+            batch = {**batch, MIL_KEYS.LABELS: self.labels_override[batch[MIL_KEYS.BAG_INDEX]]}
         _, loss, task_loss, task_count, weights, n = self._step(batch)
         log = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": True}
         for key, term in self._branch_losses.items():  # outside the weighting: never learned away
