@@ -429,10 +429,15 @@ def get_rep(
     return X
 
 
-def _check_finite_on_disk(X, where: str, adata: AnnData, chunk_rows: int = 8192) -> None:
+#: Bytes per block when an on-disk matrix is scanned (finite check of a backed AnnData).
+ON_DISK_CHUNK_BYTES = 2**25
+
+
+def _check_finite_on_disk(X, where: str, adata: AnnData) -> None:
     """The finite check of :func:`get_rep` for an on-disk (backed) or lazy matrix, one row block at a time."""
     if not np.issubdtype(np.dtype(X.dtype), np.number):
         raise TypeError(f"{where} must be numeric, got dtype {X.dtype}.")
+    chunk_rows = max(1, ON_DISK_CHUNK_BYTES // max(1, int(np.prod(X.shape[1:])) * np.dtype(X.dtype).itemsize))
     for start in range(0, X.shape[0], chunk_rows):
         block = X[start : start + chunk_rows]
         block = np.asarray(block.compute() if hasattr(block, "compute") else block)
