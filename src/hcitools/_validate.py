@@ -409,7 +409,9 @@ def get_rep(
         X, where = adata.X, "adata.X"
     if X is None:
         raise ValueError(f"{where} is empty (None). Store the embeddings there or pass `rep_key=`.")
-    if check_finite:
+    if check_finite and type(X).__module__.startswith(("h5py", "zarr", "dask")):
+        _check_finite_on_disk(X, where, adata)  # backed / lazy: scanned in row blocks, never loaded whole
+    elif check_finite:
         data = X.data if sparse.issparse(X) else np.asarray(X)
         if not np.issubdtype(data.dtype, np.number):
             raise TypeError(f"{where} must be numeric, got dtype {data.dtype}.")
@@ -425,6 +427,27 @@ def get_rep(
                 "this function, e.g. `adata = adata[np.isfinite(adata.X).all(axis=1)].copy()`."
             )
     return X
+
+
+#: Bytes per block when an on-disk matrix is scanned (finite check of a backed AnnData).
+ON_DISK_CHUNK_BYTES = 2**25
+
+
+def _check_finite_on_disk(X, where: str, adata: AnnData) -> None:
+    """The finite check of :func:`get_rep` for an on-disk (backed) or lazy matrix, one row block at a time."""
+    if not np.issubdtype(np.dtype(X.dtype), np.number):
+        raise TypeError(f"{where} must be numeric, got dtype {X.dtype}.")
+    chunk_rows = max(1, ON_DISK_CHUNK_BYTES // max(1, int(np.prod(X.shape[1:])) * np.dtype(X.dtype).itemsize))
+    for start in range(0, X.shape[0], chunk_rows):
+        block = X[start : start + chunk_rows]
+        block = np.asarray(block.compute() if hasattr(block, "compute") else block)
+        bad = ~np.isfinite(block)
+        if bad.any():
+            rows = start + np.flatnonzero(bad.any(axis=1))
+            raise ValueError(
+                f"{where} contains NaN or infinite values (e.g. in instances {_preview(adata.obs_names[rows])}). "
+                "Drop or impute those instances before calling this function."
+            )
 
 
 def check_bag_key(

@@ -20,6 +20,17 @@ from torch.utils.data import DataLoader, Sampler
 from .._constants import MIL_KEYS
 from .._utils import to_dense
 from .._validate import _preview, check_constant_within
+from ._backed import BackedRows, contiguous_starts, is_on_disk
+
+
+def instance_adata(adata_manager):
+    """The AnnData of the instances registered in ``adata_manager``: its AnnData, or for a MuData (registered by
+    ``setup_mudata``) the modality holding the bags."""
+    adata = adata_manager.adata
+    if hasattr(adata, "mod"):
+        fields = {f.registry_key: f for f in adata_manager.fields}
+        return adata.mod[fields[MIL_KEYS.BAG_REGISTRY].mod_key]
+    return adata
 
 
 @dataclass
@@ -29,13 +40,15 @@ class BagData:
     Attributes
     ----------
     X
-        float32 tensor n_instances × D, rows sorted by bag.
+        float32 tensor n_instances × D, rows sorted by bag; or, for an on-disk matrix (a backed AnnData), a
+        :class:`~hcitools.dataloaders.BackedRows` that reads the rows of a batch's bags from the file.
     order
         For each row of ``X``, its row in the source AnnData.
     starts, sizes
         Per bag: first row in ``X`` and number of instances.
     labels
-        float32 tensor n_bags × T (NaN = not measured).
+        float32 tensor n_bags × T (NaN = not measured): one row per bag, never per instance (with the MuData
+        layout, gathered from the label modality's one row per compound or well).
     bag_names
         Bag ids (the values of ``obs[bag_key]``), in bag order.
     groups
@@ -92,12 +105,24 @@ class BagData:
 
         adata = adata_manager.adata
         fields = {f.registry_key: f for f in adata_manager.fields}
-        X = to_dense(adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), np.float32)
+        X = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        X = X if is_on_disk(X) else to_dense(X, np.float32)  # an on-disk X is read per batch (BackedRows)
         codes = np.asarray(adata_manager.get_from_registry(MIL_KEYS.BAG_REGISTRY)).reshape(-1)
         names = fields[MIL_KEYS.BAG_REGISTRY].names(adata)
         n_tasks = len(adata_manager.get_state_registry(MIL_KEYS.LABELS_REGISTRY).column_names)
-        lab = None
-        if labels:
+        lab = label_index = None
+        if labels and MIL_KEYS.LABEL_INDEX_REGISTRY in fields:
+            # MuData layout: one label row per compound (or well) in the label modality, a row index per instance
+            assays = list(adata_manager.get_state_registry(MIL_KEYS.LABELS_REGISTRY).column_names)
+            lab_mod = adata.mod[fields[MIL_KEYS.LABELS_REGISTRY].mod_key]
+            if [str(v) for v in lab_mod.var_names] != assays:
+                missing = [a for a in assays if a not in set(map(str, lab_mod.var_names))]
+                if missing:
+                    raise ValueError(f"The label modality lacks the model's assays {_preview(missing)}.")
+                lab_mod = lab_mod[:, assays]
+            lab = to_dense(lab_mod.X, np.float32)
+            label_index = np.asarray(adata_manager.get_from_registry(MIL_KEYS.LABEL_INDEX_REGISTRY)).reshape(-1)
+        elif labels:
             # by assay name: the registry holds the model's assays, the frame may order (or hold) others
             assays = list(adata_manager.get_state_registry(MIL_KEYS.LABELS_REGISTRY).column_names)
             frame = adata_manager.get_from_registry(MIL_KEYS.LABELS_REGISTRY)
@@ -109,7 +134,7 @@ class BagData:
         if MIL_KEYS.GROUP_REGISTRY in fields:
             group_codes = np.asarray(adata_manager.get_from_registry(MIL_KEYS.GROUP_REGISTRY)).reshape(-1)
             groups = fields[MIL_KEYS.GROUP_REGISTRY].names(adata)[group_codes]
-        data = cls._from_codes(X, codes, names, lab, n_tasks, groups)
+        data = cls._from_codes(X, codes, names, lab, n_tasks, groups, label_index=label_index)
         if MIL_KEYS.GRID_REGISTRY in fields:  # instance positions: read by queries too
             grid = np.asarray(adata_manager.get_from_registry(MIL_KEYS.GRID_REGISTRY), dtype=np.int64)
             data.positions = torch.from_numpy(np.ascontiguousarray(grid.reshape(len(codes), 2)[data.order]))
@@ -124,19 +149,34 @@ class BagData:
         return data
 
     @classmethod
-    def _from_codes(cls, X, codes, names, labels, n_tasks, groups) -> BagData:
+    def _from_codes(cls, X, codes, names, labels, n_tasks, groups, label_index=None) -> BagData:
+        """``label_index`` (per instance; -1 = no label row): ``labels`` is then a table of label rows (MuData)."""
         order = np.argsort(codes, kind="stable")
         sizes = np.bincount(codes, minlength=len(names))
         if (sizes == 0).any():
             raise ValueError("Empty bags: every bag needs at least one instance.")
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         first = order[starts]
-        lab = (
-            np.full((len(names), n_tasks), np.nan, np.float32)
-            if labels is None
-            else np.asarray(labels, np.float32)[first]
-        )
+        if labels is None:
+            lab = np.full((len(names), n_tasks), np.nan, np.float32)
+        elif label_index is not None:
+            rows = np.asarray(label_index)[first]
+            table = np.vstack([np.asarray(labels, np.float32), np.full((1, n_tasks), np.nan, np.float32)])
+            lab = table[np.where(rows >= 0, rows, len(table) - 1)]
+        else:
+            lab = np.asarray(labels, np.float32)[first]
         grp = None if groups is None else np.asarray(groups)[first]
+        if is_on_disk(X):
+            file_starts = contiguous_starts(order, starts, sizes)
+            if file_starts is None:
+                raise ValueError(
+                    "The instances of an on-disk (backed) AnnData are read bag by bag as contiguous row blocks, "
+                    "but the rows of some bags are scattered through the file. Write a bag-sorted copy with "
+                    "`adata = ht.pp.sort_by_bag(adata, bag_key=..., path='sorted.h5ad')`, or load the data into "
+                    "memory (`adata = adata.to_memory()`)."
+                )
+            Xs = BackedRows(X, file_starts, sizes)
+            return cls(Xs, order, starts, sizes, torch.from_numpy(lab), np.asarray(names), grp)
         Xs = np.ascontiguousarray(to_dense(X, np.float32)[order])
         return cls(torch.from_numpy(Xs), order, starts, sizes, torch.from_numpy(lab), np.asarray(names), grp)
 
@@ -178,8 +218,11 @@ class BagCollator:
             n_max = int(sizes.max())
             offsets = torch.arange(n_max)[None].expand(len(idx), -1)
             mask = offsets < sizes[:, None]
-        rows = (starts[:, None] + offsets).masked_fill(~mask, 0)
-        X = self.data.X[rows] * mask[..., None]
+        if isinstance(self.data.X, BackedRows):  # on disk: one contiguous read per bag
+            X = self.data.X.read(idx, offsets, mask)
+        else:
+            rows = (starts[:, None] + offsets).masked_fill(~mask, 0)
+            X = self.data.X[rows] * mask[..., None]
         out = {
             MIL_KEYS.X: X,
             MIL_KEYS.MASK: mask,
@@ -344,7 +387,7 @@ class BagDataSplitter(pl.LightningDataModule):
     def _validation_from_column(self, adata_manager, key: str, values) -> np.ndarray:
         if isinstance(adata_manager, BagData):
             raise TypeError("`validation_key` needs the AnnDataManager of the data, not BagData.")
-        adata = adata_manager.adata
+        adata = instance_adata(adata_manager)
         if key not in adata.obs:
             raise KeyError(
                 f"adata.obs has no column {key!r} (argument `validation_key`). Available columns: "

@@ -14,7 +14,15 @@ from anndata import AnnData
 from scipy.special import expit
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField, NumericalJointObsField, ObsmField
+from scvi.data import AnnDataManagerValidationCheck
+from scvi.data.fields import (
+    LayerField,
+    MuDataLayerField,
+    MuDataObsmField,
+    MuDataWrapper,
+    NumericalJointObsField,
+    ObsmField,
+)
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
@@ -45,6 +53,7 @@ from ..train._mil_plan import (
 from ..train._run import history_file_dir, run_training, seed_and_reset
 from ..train._weighting import TaskWeighting
 from .base import BagIdField, LabelsField, PersistenceMixin
+from .base._mudata import LabelIndexField, MuDataBagIdField, MuDataLabelsField
 
 logger = logging.getLogger("hcitools")
 
@@ -82,6 +91,32 @@ class AuxField(NumericalJointObsField):
         if all(k in adata_target.obs for k in self.attr_keys):
             return super().transfer_field(state_registry, adata_target, **kwargs)
         return {self.COLUMNS_KEY: np.asarray(state_registry[self.COLUMNS_KEY])}
+
+
+MuDataAuxField = MuDataWrapper(AuxField)
+
+
+def _is_mudata(data) -> bool:
+    return hasattr(data, "mod") and not isinstance(data, AnnData)
+
+
+def _check_label_table(labels: AnnData, label_mod: str) -> pd.DataFrame:
+    """The label modality as a DataFrame rows × assays of 1 / 0 / NaN (rows = compounds or wells)."""
+    where = f"mdata.mod[{label_mod!r}]"
+    if labels.obs_names.duplicated().any():
+        raise ValueError(f"{where}.obs_names repeat {_preview(labels.obs_names[labels.obs_names.duplicated()])}: one row per compound (or well).")
+    if labels.var_names.duplicated().any():
+        raise ValueError(f"{where}.var_names (assays) repeat {_preview(labels.var_names[labels.var_names.duplicated()])}.")
+    try:
+        values = np.asarray(labels.X.toarray() if hasattr(labels.X, "toarray") else labels.X, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{where}.X must hold numeric labels 1 / 0 / NaN: {err}") from err
+    bad = ~(np.isnan(values) | (values == 0) | (values == 1))
+    if bad.any():
+        raise ValueError(
+            f"{where}.X must hold 1 (active), 0 (inactive) or NaN (not measured); found {_preview(np.unique(values[bad]))}."
+        )
+    return pd.DataFrame(values, index=labels.obs_names.astype(str), columns=labels.var_names.astype(str))
 
 
 def _check_aux_keys(adata: AnnData, aux_keys, bag_key: str, *, query: bool) -> list[str] | None:
@@ -361,6 +396,135 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         """Setup slot: the fields a subclass registers beyond the shared ones (e.g. M4's grid positions), from
         the stored setup arguments (those a subclass passes as ``extra_setup_args`` included)."""
         return []
+    def setup_mudata(
+        cls,
+        mdata,
+        *,
+        instance_mod: str = "crops",
+        label_mod: str = "compounds",
+        bag_key: str = HCI_KEYS.WELL,
+        group_key: str | None = HCI_KEYS.COMPOUND,
+        label_key: str | None = None,
+        rep_key: str | None = None,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        aux_keys: str | Sequence[str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Validate and register a screen in the MuData layout: instances in one modality, labels once per compound.
+
+        Parameters
+        ----------
+        mdata
+            A :class:`~mudata.MuData` with an instance modality (one row per crop or cell; the embeddings and the
+            obs columns ``bag_key``, ``group_key``, ...) and a label modality (one row per compound, or per well
+            for dose-level labels; ``X`` = 1 / 0 / NaN, columns = assays). :func:`hcitools.pp.to_mudata` builds
+            one from the ``obsm["assays"]`` layout. The instance modality may be backed (on disk).
+        instance_mod
+            Name of the instance modality.
+        label_mod
+            Name of the label modality.
+        bag_key, group_key, rep_key, layer, batch_key, aux_keys
+            As in :meth:`setup_anndata`, for the instance modality.
+        label_key
+            obs column of the instance modality whose values are the ``obs_names`` of the label modality (default
+            ``group_key``: labels per compound; a well column for dose-level labels). Constant within bags.
+            Instances whose value has no row there are unlabelled (e.g. DMSO wells).
+        Notes
+        -----
+        Registers with scvi-tools' MuData fields: the embeddings (``MuDataLayerField`` / ``MuDataObsmField`` of the
+        instance modality), the labels (:class:`~hcitools.model.base._mudata.MuDataLabelsField`: the label
+        modality's ``X``), the bag, group and batch ids, and the row of each instance's labels
+        (``mdata.mod[instance_mod].obs["_scvi_label_index"]``). Training reads one label row per bag, never one
+        per instance. Queries (``predict``, ``get_attention``, ...) take this MuData, another MuData with the same
+        instance modality (the label modality may be absent), or an AnnData of instances.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        if isinstance(aux_keys, str | tuple):
+            setup_method_args["setup_args"]["aux_keys"] = (
+                [aux_keys] if isinstance(aux_keys, str) else list(aux_keys)
+            )
+        if not _is_mudata(mdata):
+            raise TypeError(
+                f"`mdata` must be a MuData, got {type(mdata).__name__}; for an AnnData use `setup_anndata` (or "
+                "convert it with `ht.pp.to_mudata`)."
+        query = kwargs.get("source_registry") is not None
+        for name, mod in (("instance_mod", instance_mod), ("label_mod", label_mod)):
+            if not isinstance(mod, str):
+                raise TypeError(f"`{name}` must be a modality name (str), got {mod!r}.")
+        if instance_mod not in mdata.mod:
+            raise KeyError(
+                f"The MuData has no modality {instance_mod!r} (argument `instance_mod`); it has {list(mdata.mod)}."
+        crops = mdata.mod[instance_mod]
+        validate_hci(
+            crops,
+            plate_key=batch_key if not query or (batch_key in crops.obs) else None,
+            bag_key=bag_key,
+            compound_key=None if query else group_key,
+            rep_key=rep_key,
+            layer=layer,
+            labels_key=None,
+            arg_names={"plate_key": "batch_key", "compound_key": "group_key"},
+        )
+        bags = crops.obs[bag_key].to_numpy()
+        aux_keys = _check_aux_keys(crops, aux_keys, bag_key, query=query)
+        label_key = group_key if label_key is None else label_key
+        if label_key is None:
+            raise ValueError(
+                "`label_key` (or `group_key`) must name the obs column of the instances that indexes the label "
+                "modality, e.g. group_key='compound'."
+        if group_key is not None and group_key in crops.obs:
+            check_constant_within(
+                crops.obs[group_key],
+                bags,
+                what=f"mdata.mod[{instance_mod!r}].obs[{group_key!r}] (argument `group_key`)",
+                group_what=f"bags of obs[{bag_key!r}]",
+                fix="A bag (well) belongs to one group (compound).",
+        if not query:
+            if label_mod not in mdata.mod:
+                raise KeyError(
+                    f"The MuData has no modality {label_mod!r} (argument `label_mod`); it has {list(mdata.mod)}."
+                )
+            if label_key not in crops.obs:
+                    f"mdata.mod[{instance_mod!r}].obs has no column {label_key!r} (argument `label_key`/`group_key`)."
+                crops.obs[label_key],
+                what=f"mdata.mod[{instance_mod!r}].obs[{label_key!r}] (argument `label_key`)",
+                fix="Labels are per bag (well) at the finest: give every instance of a bag the same label row.",
+            table = _check_label_table(mdata.mod[label_mod], label_mod)
+            rows = LabelIndexField.rows(crops, mdata.mod[label_mod], label_key)
+            if not (rows >= 0).any():
+                raise ValueError(
+                    f"No value of mdata.mod[{instance_mod!r}].obs[{label_key!r}] is a row of "
+                    f"mdata.mod[{label_mod!r}] (its obs_names, e.g. {_preview(table.index, 3)}): no instance has labels."
+            bag_rows = pd.Series(rows, index=None).groupby(pd.factorize(bags)[0]).first().to_numpy()
+            used = table.iloc[bag_rows[bag_rows >= 0]]
+            _check_assays_learnable(used.reset_index(drop=True), np.arange(len(used)))
+        wrap = {"mod_key": instance_mod, "mod_required": True}
+        x_field = (
+            MuDataObsmField(REGISTRY_KEYS.X_KEY, rep_key, correct_data_format=False, **wrap)
+            if rep_key is not None
+            else MuDataLayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False, correct_data_format=False, **wrap)
+        fields = [
+            x_field,
+            MuDataLabelsField(
+                MIL_KEYS.LABELS_REGISTRY, None, is_count_data=False, correct_data_format=False, mod_key=label_mod
+            ),
+            MuDataBagIdField(MIL_KEYS.BAG_REGISTRY, bag_key, **wrap),
+            LabelIndexField(MIL_KEYS.LABEL_INDEX_REGISTRY, label_key, instance_mod=instance_mod, label_mod=label_mod),
+        ]
+        if group_key is not None:
+            fields.append(MuDataBagIdField(MIL_KEYS.GROUP_REGISTRY, group_key, **wrap))
+        if batch_key is not None:
+            fields.append(MuDataBagIdField(MIL_KEYS.BATCH_REGISTRY, batch_key, **wrap))
+        if aux_keys is not None:
+            fields.append(MuDataAuxField(MIL_KEYS.AUX_REGISTRY, aux_keys, **wrap))
+        adata_manager = AnnDataManager(
+            fields=fields,
+            setup_method_args=setup_method_args,
+            validation_checks=AnnDataManagerValidationCheck(check_fully_paired_mudata=False),
+        with quiet_loggers("scvi"):
+            adata_manager.register_fields(mdata, **kwargs)
+        cls.register_manager(adata_manager)
 
     # ------------------------------------------------------------------------------------------------ init
     def _init_mil(
@@ -480,7 +644,26 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         unnamed = self._setup["rep_key"] is not None and names == [str(i) for i in range(len(names))]
         return None if unnamed else names
 
+    @property
+    def _instance_mod(self) -> str | None:
+        """The instance modality of a model set up with :meth:`setup_mudata` (else None)."""
+        return self._setup.get("instance_mod") if self.registry_.get("setup_method_name") == "setup_mudata" else None
+
+    def _instances(self, adata):
+        """The AnnData of the instances of ``adata`` (its instance modality for a MuData)."""
+        if _is_mudata(adata):
+            mod = self._instance_mod
+            if mod is None or mod not in adata.mod:
+                raise ValueError(
+                    f"The MuData has no instance modality {mod!r} of the model (modalities: {list(adata.mod)})"
+                    if mod is not None
+                    else "This model was set up with `setup_anndata`: pass an AnnData of instances, not a MuData."
+                )
+            return adata.mod[mod]
+        return adata
+
     def _query_features(self, adata: AnnData) -> tuple[list[str] | None, str]:
+        adata = self._instances(adata)
         rep_key = self._setup["rep_key"]
         if rep_key is None:
             return [str(v) for v in adata.var_names], "adata.var_names"
@@ -544,8 +727,13 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
                     "The model has no data attached (it was loaded without `adata`); pass `adata=` the instances."
                 )
             return self.adata_manager
-        if not isinstance(adata, AnnData):
-            raise TypeError(f"`adata` must be an AnnData, got {type(adata).__name__}.")
+        if not isinstance(adata, AnnData) and not _is_mudata(adata):
+            raise TypeError(f"`adata` must be an AnnData (or a MuData), got {type(adata).__name__}.")
+        if isinstance(adata, AnnData) and self._instance_mod is not None:
+            import mudata
+
+            # a model set up with `setup_mudata` queries an AnnData of instances as a one-modality MuData
+            adata = mudata.MuData({self._instance_mod: adata})
         self._check_features(adata)
         with quiet_loggers("scvi"):  # its "attempting to transfer AnnData setup" note on every query
             adata = self._validate_anndata(adata)
@@ -563,6 +751,22 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
                 "The model has no data attached (loaded without `adata`): load it with labelled data to train."
             )
         s = self._setup
+        if self._instance_mod is not None:  # MuData layout: labels once per row of the label modality
+            crops, label_mod = self._instances(self.adata), s["label_mod"]
+            if label_mod not in self.adata.mod:
+                raise ValueError(f"The MuData has no label modality {label_mod!r}: training needs labels.")
+            table = _check_label_table(self.adata.mod[label_mod], label_mod)
+            missing = [a for a in self.assays if a not in table.columns]
+            if missing:
+                raise ValueError(
+                    f"mdata.mod[{label_mod!r}] lacks the assays {_preview(missing)} of the model; training needs "
+                    "labels of every assay the model predicts."
+                )
+            rows = LabelIndexField.rows(crops, self.adata.mod[label_mod], s["label_key"] or s["group_key"])
+            bag_rows = pd.Series(rows).groupby(pd.factorize(crops.obs[s["bag_key"]])[0]).first().to_numpy()
+            used = table[self.assays].iloc[bag_rows[bag_rows >= 0]].reset_index(drop=True)
+            _check_assays_learnable(used, np.arange(len(used)))
+            return
         labels = check_labels(self.adata, s["labels_key"], s["bag_key"])
         missing = [a for a in self.assays if a not in labels.columns]
         if missing:
@@ -1087,7 +1291,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
                 raise ValueError(
                     "`level='compound'` needs `group_key` at setup_anndata (e.g. group_key='compound')."
                 )
-            if adata is not None and group_key not in adata.obs:
+            if adata is not None and group_key not in self._instances(adata).obs:
                 raise KeyError(
                     f"`level='compound'` averages bags per adata.obs[{group_key!r}] (the `group_key` of "
                     "setup_anndata), which `adata` lacks."

@@ -190,22 +190,31 @@ class PlateNormalizer:
             )
 
     # -- applying ------------------------------------------------------------------------------------------
-    def transform(self, X: Any, plates: Any) -> np.ndarray:
+    def transform(self, X: Any, plates: Any, *, out: Any = None, chunk_rows: int = 8192) -> np.ndarray:
         """Normalise the rows of ``X`` with the statistics of their plates.
 
         Parameters
         ----------
         X
-            n × d array with the features seen in :meth:`fit`.
+            n × d array with the features seen in :meth:`fit`; may be on disk (an ``h5py.Dataset`` such as the
+            ``X`` of a backed AnnData, a zarr or dask array).
         plates
             Length-n plate ids; every plate must have been fitted.
+        out
+            An n × d array to write into (e.g. an ``h5py.Dataset`` of a new file): rows are then read,
+            normalised and written ``chunk_rows`` at a time, so memory stays O(``chunk_rows`` × d). Required
+            for an on-disk ``X``.
+        chunk_rows
+            Rows per block with ``out``.
 
         Returns
         -------
-        A new float array n × d.
+        A new float array n × d, or ``out``.
         """
         if not hasattr(self, "center_"):
             raise RuntimeError("This PlateNormalizer is not fitted yet; call `fit` first.")
+        if out is not None or type(X).__module__.startswith(("h5py", "zarr", "dask")):
+            return self._transform_blocks(X, plates, out, chunk_rows)
         X = _dense(X)
         plates = np.asarray(plates)
         if X.shape[1] != self.center_.shape[1]:
@@ -232,9 +241,44 @@ class PlateNormalizer:
         out[~np.isfinite(scale)] = 0.0
         return out
 
+    def _transform_blocks(self, X: Any, plates: Any, out: Any, chunk_rows: int) -> Any:
+        """:meth:`transform` of ``chunk_rows`` rows at a time, written into ``out``."""
+        plates = np.asarray(plates)
+        if out is None:
+            raise ValueError(
+                "`X` is on disk: pass `out=` an array to write the normalised rows into (e.g. a dataset of a new "
+                "h5py file), or use `ht.pp.normalize_plates(adata, path=...)` on the backed AnnData."
+            )
+        if tuple(out.shape) != tuple(X.shape) or len(plates) != X.shape[0]:
+            raise ValueError(
+                f"`out` must have the shape of `X` {tuple(X.shape)} (got {tuple(out.shape)}) and `plates` one "
+                f"entry per row (got {len(plates)})."
+            )
+        for start, block in _row_blocks(X, chunk_rows):
+            res = self.transform(block, plates[start : start + chunk_rows])
+            _check_finite_result(res, start)
+            out[start : start + len(res)] = res.astype(out.dtype, copy=False)
+        return out
+
     def fit_transform(self, X: Any, plates: Any, *, is_control: Any) -> np.ndarray:
         """Fit on the control rows, then transform all rows."""
         return self.fit(X, plates, is_control=is_control).transform(X, plates)
+
+
+def _row_blocks(X: Any, chunk_rows: int = 8192):
+    """``(start, block)`` of consecutive rows of ``X`` (in memory, h5py, zarr or dask)."""
+    for start in range(0, X.shape[0], chunk_rows):
+        block = X[start : start + chunk_rows]
+        yield start, (block.compute() if hasattr(block, "compute") else block)
+
+
+def _check_finite_result(res: np.ndarray, start: int) -> None:
+    if not np.isfinite(res).all():
+        raise ValueError(
+            f"Normalisation produced NaN or infinite values in rows {start}…{start + len(res) - 1}; nothing more "
+            "was written. Check for features with extreme values or near-constant controls, or pass a larger "
+            "`epsilon` (spherize)."
+        )
 
 
 def _dense(X: Any) -> np.ndarray:
@@ -257,6 +301,7 @@ def normalize_plates(
     key_added: str | None = None,
     overwrite: bool = False,
     copy: bool = False,
+    path: str | None = None,
 ) -> AnnData | None:
     """Normalise every plate against its own negative-control instances (DMSO).
 
@@ -293,10 +338,17 @@ def normalize_plates(
         by accident is caught.
     copy
         Return a normalised copy instead of modifying ``adata``.
+    path
+        Out of core: write the normalised screen to this new ``.h5ad`` file instead of modifying ``adata``, for an
+        AnnData opened with ``backed="r"`` (required then) or in memory. The statistics are fitted on the control
+        rows only (read from the file: memory O(controls × features)); then ``X`` is normalised and written in
+        blocks of rows, never held whole. ``key_added`` and ``rep_key`` must be None and ``copy`` False; the
+        file holds ``obs``, ``var``, ``obsm`` and ``uns`` of ``adata``, the normalised ``X`` and the fields below.
+        ``overwrite=True`` also replaces an existing file.
 
     Returns
     -------
-    ``None``, or a copy when ``copy=True``. Writes:
+    ``None``, a copy when ``copy=True``, or with ``path`` the new file opened with ``backed="r"``. Writes:
 
     - ``X`` or ``obsm[rep_key]`` (``key_added=None``), or ``obsm[key_added]``: the normalised features (float64 if
       the input was float64, float32 otherwise);
@@ -326,6 +378,18 @@ def normalize_plates(
     check_bool(overwrite, "overwrite")
     check_bool(copy, "copy")
     normalizer = PlateNormalizer(method, mad_scale=mad_scale, epsilon=epsilon)  # checks the three options
+    params = {
+        "method": method,
+        "mad_scale": mad_scale,
+        "epsilon": epsilon,
+        "plate_key": plate_key,
+        "control_key": control_key,
+        "control_value": str(control_value),
+        "rep_key": rep_key,
+        "key_added": key_added,
+    }
+    if path is not None or getattr(adata, "isbacked", False):
+        return _normalize_to_file(adata, normalizer, params, path=path, overwrite=overwrite, copy=copy)
     X = get_rep(adata, rep_key=rep_key)
     is_control = check_controls(adata, control_key, control_value, plate_key)
     out_key = key_added if key_added is not None else rep_key
@@ -354,14 +418,7 @@ def normalize_plates(
         target.obsm[out_key] = Xn
         written.append(f"obsm[{out_key!r}]")
     target.uns[uns_key] = {
-        "method": method,
-        "mad_scale": mad_scale,
-        "epsilon": epsilon,
-        "plate_key": plate_key,
-        "control_key": control_key,
-        "control_value": str(control_value),
-        "rep_key": rep_key,
-        "key_added": key_added,
+        **params,
         "n_controls": {str(k): int(v) for k, v in normalizer.n_controls_.items()},
         "n_degenerate": int(normalizer.degenerate_.to_numpy().sum()),
     }
@@ -371,3 +428,53 @@ def normalize_plates(
     )
     log_written("adata", written)
     return target if copy else None
+
+
+def _normalize_to_file(
+    adata: AnnData, normalizer: PlateNormalizer, params: dict, *, path, overwrite: bool, copy: bool
+) -> AnnData:
+    """:func:`normalize_plates` out of core: fit on the control rows read from disk, write ``X`` block by block."""
+    from ._disk import check_out_path, write_h5ad_blocks
+
+    if path is None:
+        raise ValueError(
+            f"`adata` is backed by {str(adata.filename)!r}: pass `path=` a new .h5ad file to write the normalised "
+            "screen to (normalised out of core, block by block), or load it into memory (`adata.to_memory()`)."
+        )
+    for name in ("rep_key", "key_added"):
+        if params[name] is not None:
+            raise ValueError(f"With `path`, the normalised features go to X of the new file: `{name}` must be None.")
+    if copy:
+        raise ValueError("`copy=True` and `path` exclude each other: with `path` the new file is returned.")
+    path = check_out_path(path, overwrite=overwrite)
+    if adata.isbacked and str(adata.filename) == str(path):
+        raise ValueError("`path` is the file `adata` is backed by; write to a new file.")
+    check_free_keys(adata, {"uns": "normalize_plates", "var": "normalize_plates_degenerate"}, overwrite=overwrite)
+    X = get_rep(adata)  # backed: the finite check scans the file in row blocks
+    is_control = check_controls(adata, params["control_key"], params["control_value"], params["plate_key"])
+    plates = adata.obs[params["plate_key"]].to_numpy()
+    ctrl = np.flatnonzero(is_control)
+    ctrl_X = np.concatenate([to_dense(X[ctrl[i : i + 8192]], np.float64) for i in range(0, len(ctrl), 8192)])
+    normalizer.fit(ctrl_X, plates[ctrl], is_control=np.ones(len(ctrl), bool))
+    dtype = np.float64 if X.dtype == np.float64 else np.float32
+    obsm = {k: v for k, v in adata.obsm.items()}
+    var = adata.var.copy()
+    var["normalize_plates_degenerate"] = normalizer.degenerate_.sum(axis=0).to_numpy()
+    uns = dict(adata.uns)
+    uns["normalize_plates"] = {
+        **params,
+        "n_controls": {str(k): int(v) for k, v in normalizer.n_controls_.items()},
+        "n_degenerate": int(normalizer.degenerate_.to_numpy().sum()),
+    }
+    skeleton = AnnData(obs=adata.obs.copy(), var=var, uns=uns, obsm=obsm)
+
+    def blocks():
+        for start, block in _row_blocks(X):
+            res = normalizer.transform(block, plates[start : start + len(block)])
+            _check_finite_result(res, start)
+            yield start, res.astype(dtype, copy=False)
+
+    out = write_h5ad_blocks(path, skeleton, n_features=X.shape[1], dtype=dtype, blocks=blocks)
+    logger.info(f"normalised {len(normalizer.center_)} plates against {len(ctrl)} control instances (out of core)")
+    log_written(path, ["X", "var['normalize_plates_degenerate']", "uns['normalize_plates']"])
+    return out

@@ -148,6 +148,8 @@ def momil(
     rounds: int = 1,
     impute_kwargs: dict[str, Any] | None = None,
     truth_key: str | None = None,
+    instance_mod: str = "crops",
+    label_mod: str = "compounds",
     **model_kwargs,
 ) -> AnnData | None:
     """Cross-validate a MIL model over compound folds (3-1-1 rotations) and write test predictions.
@@ -161,7 +163,10 @@ def momil(
     Parameters
     ----------
     adata
-        Instances with folds in ``obs[fold_key]`` and labels in ``obsm[labels_key]``.
+        Instances with folds in ``obs[fold_key]`` and labels in ``obsm[labels_key]``; or a MuData screen
+        (:func:`hcitools.pp.to_mudata`: instances in ``mod[instance_mod]``, labels once per compound in
+        ``mod[label_mod]``, indexed by ``obs[group_key]``), whose folds are then fitted on the same per-instance
+        layout (each fold's training AnnData is an in-memory copy either way).
     fold_key
         obs column of integer folds 0 … K−1 (constant within compounds).
     bag_key, labels_key, group_key, rep_key, batch_key, aux_keys
@@ -181,6 +186,8 @@ def momil(
         Replace existing result keys.
     copy
         Return a copy with the results instead of writing into ``adata``.
+    instance_mod, label_mod
+        The modalities of a MuData ``adata``.
     progress
         One progress bar over the fits (folds, and assays for ``"stl"``) with the current fit's epoch; ``None``
         follows ``ht.settings.verbosity`` (shown unless ``"error"``). The fits' own bars stay off unless
@@ -214,7 +221,15 @@ def momil(
       labels added and, with ``truth_key``, their accuracy; see :func:`hcitools.tl.impute_labels`);
     - ``obsm[f"{key_added}_attention"]``: n_obs × n_assays attention of each instance in its test fold (NaN for
       unused instances).
+
+    With a MuData, ``uns[key_added]`` goes to ``mdata.uns`` and the attention to
+    ``mdata.mod[instance_mod].obsm``.
     """
+    if hasattr(adata, "mod") and not isinstance(adata, AnnData):
+        given = dict(locals())
+        skip = ("adata", "model_kwargs", "instance_mod", "label_mod", "copy")
+        args = {k: v for k, v in given.items() if k not in skip}
+        return _momil_mudata(adata, instance_mod, label_mod, copy=copy, args=args, model_kwargs=model_kwargs)
     check_anndata(adata)
     spec = get_method(method)
     seed = check_int(seed, "seed", min=0, max=2**32 - 1)
@@ -344,4 +359,32 @@ def momil(
         f"{method}: macro-mean compound AUROC {mean.get(method, np.nan):.3f} (bag-size baseline {mean.get('bag_size', np.nan):.3f})"
     )
     log_written("adata", [f"uns[{key_added!r}]", f"obsm[{att_key!r}]"])
+    return target if copy else None
+
+
+def _momil_mudata(mdata, instance_mod: str, label_mod: str, *, copy: bool, args: dict, model_kwargs: dict):
+    """:func:`momil` on a MuData screen: run on its per-instance form, write the results into the MuData."""
+    from ..pp import from_mudata
+
+    copy = check_bool(copy, "copy")
+    key_added = check_str(args["key_added"], "key_added")
+    flat = from_mudata(
+        mdata,
+        instance_mod=instance_mod,
+        label_mod=label_mod,
+        label_key=args["group_key"],
+        labels_key=args["labels_key"],
+    )
+    att_key = f"{key_added}_attention"
+    check_free_keys(mdata.mod[instance_mod], {"obsm": att_key}, overwrite=args["overwrite"])
+    if not args["overwrite"] and key_added in mdata.uns:
+        raise ValueError(
+            f"mdata.uns[{key_added!r}] exists already; results are never overwritten silently. Pass another "
+            "`key_added=` or `overwrite=True`."
+        )
+    momil(flat, **args, copy=False, **model_kwargs)
+    target = mdata.copy() if copy else mdata
+    target.uns[key_added] = flat.uns[key_added]
+    target.mod[instance_mod].obsm[att_key] = flat.obsm[att_key]
+    log_written("mdata", [f"uns[{key_added!r}]", f"mod[{instance_mod!r}].obsm[{att_key!r}]"])
     return target if copy else None

@@ -1,0 +1,139 @@
+"""Out-of-core bags: models trained and queried on an AnnData opened with backed="r", read bag by bag."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import hcitools as ht
+from hcitools.dataloaders import BackedRows, bag_loader
+
+TRAIN = {"max_epochs": 2, "batch_size": 8, "enable_progress_bar": False, "seed": 0, "accelerator": "cpu"}
+
+
+def _screen(n_features=12, n_compounds=30):
+    return ht.datasets.synthetic_hci(
+        n_compounds=n_compounds, n_assays=4, n_plates=2, wells_per_compound=2, n_features=n_features, n_primary=2,
+        seed=0,
+    )  # fmt: skip
+
+
+def test_backed_training_and_queries_equal_in_memory(tmp_path):
+    screen = _screen()
+    screen.write_h5ad(tmp_path / "s.h5ad")
+    backed = ad.read_h5ad(tmp_path / "s.h5ad", backed="r")
+    models = []
+    for data in (screen, backed):
+        ht.model.MoMIL.setup_anndata(data, group_key="compound")
+        model = ht.model.MoMIL(data, n_hidden=8)
+        model.train(**TRAIN)
+        models.append(model)
+    mem, disk = models
+    assert isinstance(disk._bag_data().X, BackedRows)
+    pd.testing.assert_frame_equal(disk.predict(), mem.predict(), atol=1e-6)
+    np.testing.assert_allclose(disk.get_attention(), mem.get_attention(), atol=1e-6)
+    np.testing.assert_allclose(disk.get_attention(backed), mem.get_attention(screen), atol=1e-6)
+    # subsampled training bags (max_instances) read whole bags and keep a subset
+    disk.train(**{**TRAIN, "max_epochs": 1}, max_instances=3)
+
+
+def test_scattered_backed_rows_are_refused_then_sorted(tmp_path):
+    screen = _screen()
+    shuffled = screen[np.random.default_rng(0).permutation(screen.n_obs)].copy()
+    shuffled.write_h5ad(tmp_path / "shuffled.h5ad")
+    backed = ad.read_h5ad(tmp_path / "shuffled.h5ad", backed="r")
+    ht.model.MoMIL.setup_anndata(backed, group_key="compound")
+    model = ht.model.MoMIL(backed, n_hidden=8)
+    with pytest.raises(ValueError, match="sort_by_bag"):
+        model.train(**TRAIN)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        ht.pp.sort_by_bag(backed, bag_key="well", path=str(tmp_path / "shuffled.h5ad"))
+    ordered = ht.pp.sort_by_bag(backed, bag_key="well", path=str(tmp_path / "sorted.h5ad"), chunk_rows=100)
+    assert ordered.isbacked
+    bags = ordered.obs["well"].astype(str).to_numpy()
+    assert (bags[:-1] <= bags[1:]).all()
+    ref = shuffled.to_df().loc[ordered.obs_names].to_numpy()
+    np.testing.assert_array_equal(ordered.X[:], ref)
+    pd.testing.assert_frame_equal(ordered.obsm["assays"], shuffled.obsm["assays"].loc[ordered.obs_names])
+    # a model trained in memory predicts the sorted file like the original rows (by bag and by obs_name)
+    ht.model.MoMIL.setup_anndata(shuffled, group_key="compound")
+    mem = ht.model.MoMIL(shuffled, n_hidden=8)
+    mem.train(**TRAIN)
+    pd.testing.assert_frame_equal(mem.predict(ordered), mem.predict(), atol=1e-6)
+    att = pd.DataFrame(mem.get_attention(), index=shuffled.obs_names)
+    np.testing.assert_allclose(mem.get_attention(ordered), att.loc[ordered.obs_names].to_numpy(), atol=1e-6)
+
+
+def test_setup_and_queries_never_load_the_whole_matrix(tmp_path, monkeypatch):
+    """A backed X of 4 MB is registered, predicted and queried with a peak (traced) allocation well below its size."""
+    import hcitools._validate
+
+    monkeypatch.setattr(hcitools._validate, "ON_DISK_CHUNK_BYTES", 2**18)  # the finite check's blocks
+    screen = _screen(n_features=512, n_compounds=120)
+    n_bytes = screen.n_obs * screen.n_vars * 4
+    assert n_bytes > 4e6
+    screen.X = screen.X.astype(np.float32)
+    screen.write_h5ad(tmp_path / "big.h5ad")
+    backed = ad.read_h5ad(tmp_path / "big.h5ad", backed="r")
+    ht.model.MoMIL.setup_anndata(_screen(), group_key="compound")  # imports (scvi-tools, ...) outside the trace
+    tracemalloc.start()
+    try:
+        ht.model.MoMIL.setup_anndata(backed, group_key="compound")
+        _, peak_setup = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak_setup < n_bytes / 4, f"setup: peak {peak_setup / 1e6:.1f} MB for an {n_bytes / 1e6:.1f} MB matrix"
+    model = ht.model.MoMIL(backed, n_hidden=8)
+    model.is_trained_ = True  # untrained weights: this test is about memory, not accuracy
+    data = model._bag_data(labels=True)
+    budget = 16 * int(data.sizes.max()) * backed.n_vars * 4  # one batch of 16 bags
+    data.X.max_batch_bytes = budget
+    for batch in bag_loader(data, np.arange(data.n_bags), batch_size=16):
+        assert batch["X"].shape[0] <= 16
+    assert 0 < data.X.max_rows_read <= 16 * int(data.sizes.max()) < backed.n_obs
+    with pytest.raises(MemoryError, match="batch_size"):
+        next(iter(bag_loader(data, np.arange(data.n_bags), batch_size=64)))
+    tracemalloc.start()
+    try:
+        pred = model.predict(batch_size=16)
+        att = model.get_attention(batch_size=16)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert pred.shape[0] == data.n_bags and att.shape == (backed.n_obs, 4)
+    assert peak < n_bytes / 4, f"peak traced allocation {peak / 1e6:.1f} MB for an {n_bytes / 1e6:.1f} MB matrix"
+
+
+def test_backed_mudata(tmp_path):
+    import mudata as mu
+
+    screen = _screen()
+    ht.pp.to_mudata(screen).write(tmp_path / "s.h5mu")
+    mdata = mu.read_h5mu(tmp_path / "s.h5mu", backed=True)
+    assert mdata["crops"].isbacked
+    ht.model.MoMIL.setup_mudata(mdata)
+    model = ht.model.MoMIL(mdata, n_hidden=8)
+    model.train(**TRAIN)
+    assert isinstance(model._bag_data().X, BackedRows)
+    ht.model.MoMIL.setup_anndata(screen, group_key="compound")
+    mem = ht.model.MoMIL(screen, n_hidden=8)
+    mem.train(**TRAIN)
+    pd.testing.assert_frame_equal(model.predict(), mem.predict(), atol=1e-6)
+
+
+def test_backed_rows_subsample_matches_memory():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3)).astype(np.float32)
+    rows = BackedRows(X, np.array([0, 5, 12]), np.array([5, 7, 8]))
+    idx = torch.tensor([2, 0])
+    offsets = torch.tensor([[7, 0, 3], [4, 1, 0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    out = rows.read(idx, offsets, mask).numpy()
+    np.testing.assert_array_equal(out[0], X[[19, 12, 15]])
+    np.testing.assert_array_equal(out[1, :2], X[[4, 1]])
+    assert (out[1, 2] == 0).all()
