@@ -5,6 +5,7 @@ from ._baselines import pooled_logistic_regression
 from ._compare import compare_methods
 from ._evaluate import evaluate_assays
 from ._momil import bag_size_baseline, momil
+from ._mtae import mtae
 from ._perturbation import predict_baseline, split_ood
 from ._perturbation_eval import (
     benchmark_perturbation,
@@ -23,6 +24,7 @@ __all__ = [
     "evaluate_assays",
     "evaluate_perturbation",
     "momil",
+    "mtae",
     "perturbation_ceiling",
     "phenotypic_activity",
     "pooled_logistic_regression",
