@@ -24,7 +24,9 @@ def kang():
 def run(adata, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the identity baseline's undefined ratios are expected
-        return ht.tl.mtae(adata, **{"target": "B", "train_kwargs": TRAIN, "eval_kwargs": EVAL, **SMALL, **kwargs})
+        return ht.tl.mtae(
+            adata, **{"target": "B", "train_kwargs": TRAIN, "eval_kwargs": EVAL, **SMALL, **kwargs}
+        )
 
 
 @pytest.mark.slow  # the first test of the module imports scvi-tools, Lightning and scanpy (most of its time)

@@ -2,5 +2,15 @@
 
 from ._assays import assay_performance
 from ._mil import attention, task_weights, training_history
+from ._perturbation import dose_response, perturbation_metrics, perturbation_regression, rank_heatmap
 
-__all__ = ["assay_performance", "attention", "task_weights", "training_history"]
+__all__ = [
+    "assay_performance",
+    "attention",
+    "dose_response",
+    "perturbation_metrics",
+    "perturbation_regression",
+    "rank_heatmap",
+    "task_weights",
+    "training_history",
+]

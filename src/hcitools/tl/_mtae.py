@@ -147,7 +147,11 @@ def mtae(
     for name in model_kwargs:
         if name in init_params:
             continue
-        hint = f" it is a `train` argument: pass `train_kwargs={{{name!r}: ...}}`" if name in train_params else ""
+        hint = (
+            f" it is a `train` argument: pass `train_kwargs={{{name!r}: ...}}`"
+            if name in train_params
+            else ""
+        )
         raise TypeError(
             f"MTAe takes no argument `{name}` (passed through `**model_kwargs`){';' + hint if hint else ''}. MTAe "
             f"takes {sorted(init_params)}."
