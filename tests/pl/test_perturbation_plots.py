@@ -25,7 +25,7 @@ def doses():
 @pytest.fixture(scope="module")
 def split(doses):
     adata = doses[doses.obs["condition"].isin(["control", "drug_10"]).to_numpy()].copy()
-    train, ctrl, stim = ht.tl.split_ood(
+    _, ctrl, stim = ht.tl.split_ood(
         adata, target=adata.obs["cell_type"].cat.categories[0], condition="drug_10"
     )
     pred = ht.tl.predict_baseline(adata, method="mean_shift", target=adata.obs["cell_type"].cat.categories[0],
@@ -142,7 +142,7 @@ def test_dose_response(doses):
     assert isinstance(ax, Axes)
     assert len(ax.containers) == 3  # one error-bar line per gene
     sub = doses[(doses.obs["cell_type"] == ct).to_numpy()]
-    gene = [t.get_text() for t in ax.get_legend().get_texts()][0]
+    gene = ax.get_legend().get_texts()[0].get_text()
     X = np.asarray(sub[:, gene].X).ravel()
     ctrl = (sub.obs["condition"] == "control").to_numpy()
     top = (sub.obs["dose"] == 10).to_numpy()
