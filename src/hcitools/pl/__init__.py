@@ -1,16 +1,22 @@
 """Plots (:mod:`hcitools.pl`)."""
 
-from ._assays import assay_performance
+from ._assays import assay_heatmap, assay_performance, bootstrap_auroc_intervals
+from ._hci import attention_field, plate_effects, top_attended
 from ._mil import attention, task_weights, training_history
 from ._perturbation import dose_response, perturbation_metrics, perturbation_regression, rank_heatmap
 
 __all__ = [
+    "assay_heatmap",
     "assay_performance",
     "attention",
+    "attention_field",
+    "bootstrap_auroc_intervals",
     "dose_response",
     "perturbation_metrics",
     "perturbation_regression",
+    "plate_effects",
     "rank_heatmap",
     "task_weights",
+    "top_attended",
     "training_history",
 ]
