@@ -46,9 +46,12 @@ def test_attention_by_group(trained):
     adata.obsm["att"] = model.get_attention(adata)
     fig = ht.pl.attention(adata, assay="assay_01", key="att", groupby="responder", return_fig=True)
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == list(
-        dict.fromkeys(adata.obs["responder"].astype(str))
-    )
+    # stable order (the column's sorted values), the n of every box in its label
+    responder = adata.obs["responder"]
+    counts = responder.value_counts()
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        f"{v}\n(n={counts[v]})" for v in sorted(responder.unique())
+    ]
     # attention × bag size averages to 1 within every bag
     sizes = adata.obs["well"].map(adata.obs["well"].value_counts()).to_numpy()
     rel = adata.obsm["att"][:, 1] * sizes

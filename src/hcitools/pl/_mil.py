@@ -9,7 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import HCI_KEYS, MODULE_KEYS
-from .._validate import _preview, check_anndata, check_bool, check_obs_keys, check_str
+from .._validate import _preview, check_anndata, check_bool, check_int, check_obs_keys, check_str
 
 
 def _new_axes(ax, figsize):
@@ -108,6 +108,35 @@ def training_history(
     return fig if return_fig else ax
 
 
+def _attention_column(adata: AnnData, *, assay: str, key: str, assays: Sequence[str] | None) -> np.ndarray:
+    """One assay's attention (n_obs floats) from ``obsm[key]`` (a DataFrame, or an array named by ``assays``)."""
+    if key not in adata.obsm:
+        raise KeyError(
+            f"adata.obsm has no {key!r} (argument `key`); its keys are {sorted(adata.obsm.keys())}. Run "
+            "`ht.tl.momil` or store attention there."
+        )
+    att = adata.obsm[key]
+    if isinstance(att, pd.DataFrame):
+        names = list(att.columns)
+        att = att.to_numpy(dtype=float)
+    else:
+        if assays is None:
+            assays = list(adata.obsm[HCI_KEYS.ASSAYS].columns) if HCI_KEYS.ASSAYS in adata.obsm else None
+        if assays is None or len(assays) != np.shape(att)[1]:
+            raise ValueError(f"Pass `assays`, the {np.shape(att)[1]} column names of adata.obsm[{key!r}].")
+        names = list(assays)
+        att = np.asarray(att, dtype=float)
+    if assay not in names:
+        raise KeyError(f"Assay {assay!r} is not among the attention columns {names} (argument `assay`).")
+    return att[:, names.index(assay)]
+
+
+def _relative_attention(adata: AnnData, att: np.ndarray, bag_key: str) -> np.ndarray:
+    """Attention × bag size (1 = uniform attention within the bag)."""
+    bags = adata.obs[bag_key].astype(str).to_numpy()
+    return att * pd.Series(bags).map(pd.Series(bags).value_counts()).to_numpy()
+
+
 def attention(
     adata: AnnData,
     *,
@@ -116,6 +145,7 @@ def attention(
     groupby: str,
     bag_key: str = HCI_KEYS.WELL,
     assays: Sequence[str] | None = None,
+    bins: int | None = None,
     ax=None,
     return_fig: bool = False,
 ):
@@ -136,11 +166,15 @@ def attention(
     key
         obsm key of the n_obs × n_assays attention.
     groupby
-        obs column that groups the instances (categorical or boolean).
+        obs column that groups the instances: categorical, boolean, string or integer with at most
+        ``MAX_GROUPS`` (12) values. Boxes follow the column's category order (sorted values otherwise), the
+        same in every run. A numeric column with more values (e.g. a float score) raises unless ``bins`` is given.
     bag_key
         obs column with bags (to compute bag sizes).
     assays
         Column names of ``obsm[key]`` when it is an array (default: the columns of ``obsm["assays"]``).
+    bins
+        Bin a numeric ``groupby`` into this many quantile bins (:func:`pandas.qcut`) first.
     ax
         Matplotlib Axes to draw on; a new figure when ``None``.
     return_fig
@@ -148,47 +182,63 @@ def attention(
 
     Returns
     -------
-    The Axes, or the Figure when ``return_fig=True``. Instances with NaN attention (not scored) are left out.
+    The Axes, or the Figure when ``return_fig=True``. Each tick label gives the number of instances in its
+    box. Instances with NaN attention (not scored), or a missing group, are left out.
     """
     check_anndata(adata)
     for name, value in (("assay", assay), ("key", key), ("groupby", groupby), ("bag_key", bag_key)):
         check_str(value, name)
     check_bool(return_fig, "return_fig")
     check_obs_keys(adata, {"groupby": groupby, "bag_key": bag_key})
-    if key not in adata.obsm:
-        raise KeyError(
-            f"adata.obsm has no {key!r} (argument `key`); its keys are {sorted(adata.obsm.keys())}. Run "
-            "`ht.tl.momil` or store attention there."
-        )
-    att = adata.obsm[key]
-    if isinstance(att, pd.DataFrame):
-        names = list(att.columns)
-        att = att.to_numpy(dtype=float)
-    else:
-        if assays is None:
-            assays = list(adata.obsm[HCI_KEYS.ASSAYS].columns) if HCI_KEYS.ASSAYS in adata.obsm else None
-        if assays is None or len(assays) != np.shape(att)[1]:
-            raise ValueError(f"Pass `assays`, the {np.shape(att)[1]} column names of adata.obsm[{key!r}].")
-        names = list(assays)
-        att = np.asarray(att, dtype=float)
-    if assay not in names:
-        raise KeyError(f"Assay {assay!r} is not among the attention columns {names} (argument `assay`).")
-    bags = adata.obs[bag_key].astype(str).to_numpy()
-    sizes = pd.Series(bags).map(pd.Series(bags).value_counts()).to_numpy()
-    rel = att[:, names.index(assay)] * sizes
-    groups = adata.obs[groupby].astype(str).to_numpy()
-    keep = np.isfinite(rel)
+    att = _attention_column(adata, assay=assay, key=key, assays=assays)
+    rel = _relative_attention(adata, att, bag_key)
+    groups, levels = _groups(adata.obs[groupby], groupby, bins)
+    keep = np.isfinite(rel) & (groups >= 0)
     if not keep.any():
         raise ValueError(f"adata.obsm[{key!r}] holds no attention for {assay!r} (all NaN).")
-    levels = list(pd.unique(groups[keep]))
-    fig, ax = _new_axes(ax, (max(3.0, 1.0 + 0.8 * len(levels)), 3.2))
-    ax.boxplot([rel[keep & (groups == g)] for g in levels], showfliers=False)
-    ax.set_xticks(np.arange(1, len(levels) + 1), levels)
+    present = [i for i in range(len(levels)) if (keep & (groups == i)).any()]
+    fig, ax = _new_axes(ax, (max(3.0, 1.0 + 0.8 * len(present)), 3.2))
+    ax.boxplot([rel[keep & (groups == i)] for i in present], showfliers=False)
+    ax.set_xticks(
+        np.arange(1, len(present) + 1),
+        [f"{levels[i]}\n(n={int((keep & (groups == i)).sum())})" for i in present],
+    )
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel(groupby)
     ax.set_ylabel(f"attention × bag size ({assay})")
     fig.tight_layout()
     return fig if return_fig else ax
+
+
+#: Most groups :func:`attention` draws from an unbinned numeric column.
+MAX_GROUPS = 12
+
+
+def _groups(column: pd.Series, name: str, bins: int | None) -> tuple[np.ndarray, list[str]]:
+    """Group codes (−1 for missing) and labels of ``column`` in a stable order: the category order of a
+    categorical, sorted values otherwise; a numeric column binned into ``bins`` quantile bins."""
+    bins = check_int(bins, "bins", min=2, allow_none=True)
+    if bins is not None:
+        if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            raise TypeError(f"`bins` bins a numeric `groupby`; adata.obs[{name!r}] has dtype {column.dtype}.")
+        column = pd.qcut(column, bins, duplicates="drop")
+    elif (
+        pd.api.types.is_numeric_dtype(column)
+        and not pd.api.types.is_bool_dtype(column)
+        and column.nunique() > MAX_GROUPS
+    ):
+        raise ValueError(
+            f"adata.obs[{name!r}] (argument `groupby`) is numeric with {column.nunique()} distinct values: one box "
+            f"each would draw {column.nunique()} boxes. Pass `bins=5` to bin it into quantiles, or group by a "
+            "categorical column."
+        )
+    cat = column if isinstance(column.dtype, pd.CategoricalDtype) else column.astype("category")
+    if not isinstance(column.dtype, pd.CategoricalDtype) and cat.nunique() > MAX_GROUPS * 5:
+        raise ValueError(
+            f"adata.obs[{name!r}] (argument `groupby`) has {cat.nunique()} distinct values; group by a column with "
+            "few categories."
+        )
+    return cat.cat.codes.to_numpy(), [str(c) for c in cat.cat.categories]
 
 
 _WEIGHT_PREFIX = "task_weight_"

@@ -7,6 +7,7 @@ from ._evaluate import evaluate_assays
 from ._fewshot import linear_probe
 from ._impute import impute_labels
 from ._momil import bag_size_baseline, momil
+from ._mtae import mtae
 from ._perturbation import predict_baseline, split_ood
 from ._perturbation_eval import (
     benchmark_perturbation,
@@ -28,6 +29,7 @@ __all__ = [
     "impute_labels",
     "linear_probe",
     "momil",
+    "mtae",
     "perturbation_ceiling",
     "phenotypic_activity",
     "pooled_logistic_regression",
