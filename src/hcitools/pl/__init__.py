@@ -1,6 +1,5 @@
 """Plots (:mod:`hcitools.pl`)."""
 
-from ._assays import assay_performance
 from ._m4 import assay_radar, gate_weights
 from ._labels import assay_selection, imputation
 from ._assays import assay_heatmap, assay_performance, bootstrap_auroc_intervals
