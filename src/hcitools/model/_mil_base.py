@@ -430,6 +430,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             obs column of the instance modality whose values are the ``obs_names`` of the label modality (default
             ``group_key``: labels per compound; a well column for dose-level labels). Constant within bags.
             Instances whose value has no row there are unlabelled (e.g. DMSO wells).
+
         Notes
         -----
         Registers with scvi-tools' MuData fields: the embeddings (``MuDataLayerField`` / ``MuDataObsmField`` of the
@@ -448,6 +449,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             raise TypeError(
                 f"`mdata` must be a MuData, got {type(mdata).__name__}; for an AnnData use `setup_anndata` (or "
                 "convert it with `ht.pp.to_mudata`)."
+            )
         query = kwargs.get("source_registry") is not None
         for name, mod in (("instance_mod", instance_mod), ("label_mod", label_mod)):
             if not isinstance(mod, str):
@@ -455,6 +457,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         if instance_mod not in mdata.mod:
             raise KeyError(
                 f"The MuData has no modality {instance_mod!r} (argument `instance_mod`); it has {list(mdata.mod)}."
+            )
         crops = mdata.mod[instance_mod]
         validate_hci(
             crops,
@@ -473,6 +476,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             raise ValueError(
                 "`label_key` (or `group_key`) must name the obs column of the instances that indexes the label "
                 "modality, e.g. group_key='compound'."
+            )
         if group_key is not None and group_key in crops.obs:
             check_constant_within(
                 crops.obs[group_key],
@@ -480,22 +484,30 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
                 what=f"mdata.mod[{instance_mod!r}].obs[{group_key!r}] (argument `group_key`)",
                 group_what=f"bags of obs[{bag_key!r}]",
                 fix="A bag (well) belongs to one group (compound).",
+            )
         if not query:
             if label_mod not in mdata.mod:
                 raise KeyError(
                     f"The MuData has no modality {label_mod!r} (argument `label_mod`); it has {list(mdata.mod)}."
                 )
             if label_key not in crops.obs:
+                raise KeyError(
                     f"mdata.mod[{instance_mod!r}].obs has no column {label_key!r} (argument `label_key`/`group_key`)."
+                )
+            check_constant_within(
                 crops.obs[label_key],
+                bags,
                 what=f"mdata.mod[{instance_mod!r}].obs[{label_key!r}] (argument `label_key`)",
+                group_what=f"bags of obs[{bag_key!r}]",
                 fix="Labels are per bag (well) at the finest: give every instance of a bag the same label row.",
+            )
             table = _check_label_table(mdata.mod[label_mod], label_mod)
             rows = LabelIndexField.rows(crops, mdata.mod[label_mod], label_key)
             if not (rows >= 0).any():
                 raise ValueError(
                     f"No value of mdata.mod[{instance_mod!r}].obs[{label_key!r}] is a row of "
                     f"mdata.mod[{label_mod!r}] (its obs_names, e.g. {_preview(table.index, 3)}): no instance has labels."
+                )
             bag_rows = pd.Series(rows, index=None).groupby(pd.factorize(bags)[0]).first().to_numpy()
             used = table.iloc[bag_rows[bag_rows >= 0]]
             _check_assays_learnable(used.reset_index(drop=True), np.arange(len(used)))
@@ -504,6 +516,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             MuDataObsmField(REGISTRY_KEYS.X_KEY, rep_key, correct_data_format=False, **wrap)
             if rep_key is not None
             else MuDataLayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False, correct_data_format=False, **wrap)
+        )
         fields = [
             x_field,
             MuDataLabelsField(
@@ -522,6 +535,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             fields=fields,
             setup_method_args=setup_method_args,
             validation_checks=AnnDataManagerValidationCheck(check_fully_paired_mudata=False),
+        )
         with quiet_loggers("scvi"):
             adata_manager.register_fields(mdata, **kwargs)
         cls.register_manager(adata_manager)
