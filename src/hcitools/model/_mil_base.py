@@ -13,8 +13,7 @@ import torch
 from anndata import AnnData
 from scipy.special import expit
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager
-from scvi.data import AnnDataManagerValidationCheck
+from scvi.data import AnnDataManager, AnnDataManagerValidationCheck
 from scvi.data.fields import (
     LayerField,
     MuDataLayerField,

@@ -1,9 +1,9 @@
 """Plots (:mod:`hcitools.pl`)."""
 
-from ._m4 import assay_radar, gate_weights
-from ._labels import assay_selection, imputation
 from ._assays import assay_heatmap, assay_performance, bootstrap_auroc_intervals
 from ._hci import attention_field, plate_effects, top_attended
+from ._labels import assay_selection, imputation
+from ._m4 import assay_radar, gate_weights
 from ._mil import attention, task_weights, training_history
 from ._perturbation import dose_response, perturbation_metrics, perturbation_regression, rank_heatmap
 
