@@ -49,8 +49,14 @@ METHODS = {
     "MoMIL": ("MoMIL", {"n_hidden": HIDDEN, "n_head_hidden": 16, "dropout": 0.25}),
     **{
         label: ("TorchMIL", {"model": name, "n_hidden": HIDDEN, "n_attention": 16})
-        for label, name in (("Mean-Pooling", "mean"), ("Max-Pooling", "max"), ("AMIL", "abmil"),
-                            ("DSMIL", "dsmil"), ("TransMIL", "transmil"), ("DTFD-MIL", "dtfd"))  # fmt: skip
+        for label, name in (
+            ("Mean-Pooling", "mean"),
+            ("Max-Pooling", "max"),
+            ("AMIL", "abmil"),
+            ("DSMIL", "dsmil"),
+            ("TransMIL", "transmil"),
+            ("DTFD-MIL", "dtfd"),
+        )
     },
 }
 ORDER = ["Mean-Pooling", "Max-Pooling", "AMIL", "DSMIL", "TransMIL", "DTFD-MIL", "MoMIL", "MMoE+AMIL",
