@@ -128,7 +128,7 @@ def test_impute_labels_provenance_and_never_overwrites(trained):
     np.testing.assert_array_equal(prov.to_numpy() == 1, out.notna().to_numpy() & ~observed)
     assert set(np.unique(prov.to_numpy())) <= {-1, 0, 1}
     # imputed only in training compounds, never in the validation ones
-    val_bags = set(model.split_bags_["validation"])
+    val_bags = set(model.split_bags["validation"])
     in_val = ad.obs["well"].astype(str).isin(val_bags).to_numpy()
     assert not (prov.to_numpy()[in_val] == 1).any()
     # imputed labels follow the table's thresholds on the compound scores

@@ -252,7 +252,7 @@ def select_assays(
                 model.train(**train_kwargs)
                 prob = model.predict()
                 emb = model.get_latent_representation(level="assay")[:, 0]
-                split[assay] = model.split_bags_
+                split[assay] = model.split_bags
             finally:
                 release(model)
             bags = prob.index.astype(str)
