@@ -347,16 +347,12 @@ def momil(
             for r, bag_pred_r in sorted(round_predictions.items()):
                 cpd_pred = bag_pred_r.groupby(bag_group.loc[bag_pred_r.index].to_numpy()).mean()
                 ev = _evaluate_with_primary(cpd_pred.loc[predictions.index], cpd_labels, primary_assays)
-                rows.append(
-                    {
-                        "round": r,
-                        **{
-                            f"{k} auroc": ev.loc[k, "auroc"]
-                            for k in ("macro mean", "primary mean")
-                            if k in ev.index
-                        },
-                    }
-                )
+                row = {"round": r, "macro mean auroc": ev.loc["macro mean", "auroc"]}
+                if primary_assays:  # all assays primary: no "primary mean" row, the macro mean is theirs
+                    row["primary mean auroc"] = ev.loc[
+                        "primary mean" if "primary mean" in ev.index else "macro mean", "auroc"
+                    ]
+                rows.append(row)
         target.uns[key_added]["round_evaluation"] = pd.DataFrame(rows)
     target.obsm[att_key] = pd.DataFrame(attention, index=adata.obs_names, columns=out_assays)
     mean = evaluation[evaluation["assay"] == "macro mean"].set_index("method")["auroc"]
