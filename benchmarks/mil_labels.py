@@ -1,6 +1,6 @@
 """Labels under extreme sparsity (issue 13): assay selection, conformal self-training, pseudo-labels, few-shot.
 
-Run: ``OMP_NUM_THREADS=1 .venv-python3.11/bin/python benchmarks/mil_labels.py [--seeds 0 1 2] [--n-compounds 300]
+Run: ``OMP_NUM_THREADS=1 .venv-python3.11/bin/python benchmarks/mil_labels.py [--seeds 0 1 2] [--n-compounds 400]
 [--n-folds 3] [--rounds 2] [--max-epochs 10]`` (the defaults are small so that it runs in minutes on a CPU).
 
 Per seed, a simulated screen from ``ht.datasets.synthetic_hci`` at label density 0.04 (primary assays 4× denser),
@@ -153,7 +153,7 @@ def run_seed(seed: int, args) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--n-compounds", type=int, default=300)
+    parser.add_argument("--n-compounds", type=int, default=400)
     parser.add_argument("--n-assays", type=int, default=8)
     parser.add_argument("--n-primary", type=int, default=2)
     parser.add_argument("--n-new", type=int, default=1, help="secondary assays held out as few-shot targets")

@@ -305,7 +305,8 @@ def select_assays(
         {
             p: table[f"influence_{p}"] / self_influence[p] if np.isfinite(self_influence[p]) else np.nan
             for p in primary
-        }
+        },
+        index=table.index,
     )
     table["influential"] = (ratio >= th_inf).any(axis=1)
     table["kept"] = table["similar"] & table["performant"] & table["influential"]
