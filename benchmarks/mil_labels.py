@@ -52,7 +52,8 @@ def primary_mean(adata, key: str) -> float:
 def run_seed(seed: int, args) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     adata = ht.datasets.synthetic_hci(
         n_compounds=args.n_compounds, n_assays=args.n_assays, n_primary=args.n_primary, n_features=16,
-        n_plates=4, wells_per_compound=2, fovs_per_well=1, crops_per_fov=8, label_density=0.04, seed=seed,
+        n_plates=4, wells_per_compound=2, fovs_per_well=1, crops_per_fov=8, label_density=args.label_density,
+        seed=seed,
     )  # fmt: skip
     ht.pp.normalize_plates(adata)
     ht.pp.split_compounds(adata, method="group", group_key="scaffold", n_folds=args.n_folds, seed=seed)
@@ -157,6 +158,7 @@ def main():
     parser.add_argument("--n-assays", type=int, default=8)
     parser.add_argument("--n-primary", type=int, default=2)
     parser.add_argument("--n-new", type=int, default=1, help="secondary assays held out as few-shot targets")
+    parser.add_argument("--label-density", type=float, default=0.04)
     parser.add_argument("--n-folds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-epochs", type=int, default=10)
@@ -181,7 +183,7 @@ def main():
     table.index.name = "method"
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 20)
-    print("\nMean primary compound AUROC on the test folds (label density 0.04):")
+    print(f"\nMean primary compound AUROC on the test folds (label density {args.label_density}):")
     print(table.round(3).to_string())
     print(f"secondaries kept by select_assays per seed: {res['n selected'].tolist()}")
     acc = pd.concat(accs)

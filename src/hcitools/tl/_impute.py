@@ -289,7 +289,7 @@ def impute_labels(
     inst_new[rows] = imputed.loc[inst_unit.to_numpy()[rows]].to_numpy()
     add = ~np.isnan(inst_new)
     labels_out = frame.copy()
-    values = labels_out[assays].to_numpy(dtype=float)
+    values = np.array(labels_out[assays].to_numpy(dtype=float), copy=True)  # pandas 3: read-only views
     values[add] = inst_new[add]
     labels_out[assays] = values
     prov[add] = round_
