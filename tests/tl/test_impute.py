@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,7 +130,7 @@ def test_impute_labels_provenance_and_never_overwrites(trained):
     np.testing.assert_array_equal(prov.to_numpy() == 1, out.notna().to_numpy() & ~observed)
     assert set(np.unique(prov.to_numpy())) <= {-1, 0, 1}
     # imputed only in training compounds, never in the validation ones
-    val_bags = set(model.split_bags_["validation"])
+    val_bags = set(model.split_bags["validation"])
     in_val = ad.obs["well"].astype(str).isin(val_bags).to_numpy()
     assert not (prov.to_numpy()[in_val] == 1).any()
     # imputed labels follow the table's thresholds on the compound scores
@@ -187,7 +189,8 @@ def test_momil_self_training_never_reads_the_test_fold():
         truth_key="assays_true", progress=False,
     )  # fmt: skip
     clean = adata.copy()
-    with pytest.warns(UserWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # small-n notes of the tiny folds
         ht.tl.momil(clean, **kw)
     # poison the test fold of rotation 0: its labels flipped, its features scrambled
     poisoned = adata.copy()
@@ -195,13 +198,20 @@ def test_momil_self_training_never_reads_the_test_fold():
     lab = poisoned.obsm["assays"]
     lab.loc[test] = 1.0 - lab.loc[test]
     poisoned.X[test] = np.random.default_rng(0).normal(size=(int(test.sum()), poisoned.n_vars)) * 50
-    with pytest.warns(UserWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
         ht.tl.momil(poisoned, **kw)
     a, b = clean.uns["momil"]["imputation"], poisoned.uns["momil"]["imputation"]
     assert set(a["round"]) == {1} and {"accuracy", "n_added", "test_fold"} <= set(a.columns)
     pd.testing.assert_frame_equal(a[a["test_fold"] == 0], b[b["test_fold"] == 0])
     assert not a[a["test_fold"] != 0].equals(b[b["test_fold"] != 0])  # other rotations do see fold 0
     assert clean.uns["momil"]["params"]["rounds"] == 1
+    rounds = clean.uns["momil"]["round_evaluation"]
+    assert list(rounds["round"]) == [0, 1]
+    last = (
+        clean.uns["momil"]["evaluation"].set_index(["method", "assay"]).loc[("momil", "macro mean"), "auroc"]
+    )
+    assert rounds["macro mean auroc"].iloc[-1] == pytest.approx(last)
     with pytest.raises(ValueError, match="impute"):
         ht.tl.momil(adata, impute="knn", progress=False)
     with pytest.raises(ValueError, match="rounds"):

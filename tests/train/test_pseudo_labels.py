@@ -115,7 +115,7 @@ def test_train_with_pseudo_labels_schedule_and_history():
     per_assay = sum(h[f"pseudo_neg_{a}"].iloc[:, 0].to_numpy() for a in model.assays)
     np.testing.assert_array_equal(per_assay, neg)
     # unlabelled training bags are part of the split the model trained on; the observed labels are untouched
-    assert len(model.split_bags_["train_unlabelled"]) > 0
-    assert set(model.split_bags_["train_unlabelled"]) <= set(model.split_bags_["train"])
+    assert len(model.split_bags["train_unlabelled"]) > 0
+    assert set(model.split_bags["train_unlabelled"]) <= set(model.split_bags["train"])
     assert model.train_params_["pseudo_labels"]["warmup"] == 2
     assert adata.obsm["assays"].notna().sum().sum() > 0

@@ -641,6 +641,12 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         return getattr(self, "best_epoch_", None)
 
     @property
+    def split_bags(self) -> dict[str, list[str]] | None:
+        """Bag names of the last ``train`` in this session: ``"train"`` (all training bags, unlabelled ones
+        included), ``"train_unlabelled"`` and ``"validation"``; None before training (and after ``load``)."""
+        return getattr(self, "_split_bags", None)
+
+    @property
     def use_pos_weight(self) -> bool:
         """Whether the last ``train`` weighted positives by ``n_neg / n_pos`` (``train(pos_weight=True)``)."""
         return bool((getattr(self, "train_params_", None) or {}).get("pos_weight", False))
@@ -1169,8 +1175,9 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
                     "are unavailable; the model holds the restored best weights. Use strategy='ddp' or no "
                     "`logger` to get them."
                 )
-        # the bags of the split (by name): what ``ht.tl.impute_labels`` reads thresholds from and imputes into
-        self.split_bags_ = {
+        # the bags of the split (by name): what ``ht.tl.impute_labels`` reads thresholds from and imputes into;
+        # not saved with the model (it grows with the data)
+        self._split_bags = {
             "train": [
                 str(b)
                 for b in splitter.data.bag_names[

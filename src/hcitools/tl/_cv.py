@@ -131,16 +131,19 @@ def _fit_fold(
     model = Model(train, primary_assays=primary, **model_kwargs)
     options = dict(impute_kwargs or {})
     rounds = int(options.pop("rounds", 1)) if impute else 0
+    per_round = []  # test predictions of every round's model (round 0: before any imputation)
     try:
         model.train(validation_key=fold_key, validation_values=[val_fold], **train_kwargs)
         for _ in range(rounds):
+            per_round.append(model.predict(test))
             impute_labels(train, model, method=impute, key_added=IMPUTED_KEY, overwrite=True, **options)
             release(model)
             Model.setup_anndata(train, **{**setup, "labels_key": IMPUTED_KEY})
             model = Model(train, primary_assays=primary, **model_kwargs)
             model.train(validation_key=fold_key, validation_values=[val_fold], **train_kwargs)
         table = train.uns[IMPUTED_KEY]["table"] if rounds else None
-        return model.predict(test), model.get_attention(test), model.assays, table
+        pred = model.predict(test)
+        return pred, model.get_attention(test), model.assays, (table, [*per_round, pred] if rounds else [])
     finally:
         release(model)
 
@@ -178,6 +181,7 @@ def cross_validate(
     impute_kwargs: dict | None = None,
     truth_key: str | None = None,
     imputation: list | None = None,
+    round_predictions: dict | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Train and predict every 3-1-1 rotation of the folds in ``adata.obs[fold_key]``.
 
@@ -192,7 +196,8 @@ def cross_validate(
     ``primary_assays``): labels of the training folds are imputed from the validation fold only; the test fold is
     never in the training AnnData. ``truth_key`` (complete true labels) is copied into the training AnnData to
     score the imputed labels, never read by a model. The per-round tables, with a ``test_fold`` column, are
-    appended to ``imputation``.
+    appended to ``imputation``; the test-fold bag predictions of each round's model (round 0: before any
+    imputation) are written into ``round_predictions`` (round → bags × output assays).
 
     Returns
     -------
@@ -267,7 +272,7 @@ def cross_validate(
                 if impute:
                     options.setdefault("primary_assays", primary_fit or None)
                     options["truth_key"] = truth_key
-                pred, att, model_assays, table = _fit_fold(
+                pred, att, model_assays, (table, per_round) = _fit_fold(
                     Model, train, test, setup=setup, model_kwargs=model_kwargs, train_kwargs=kwargs,
                     fold_key=fold_key, val_fold=rot.validation, primary=primary_fit or None,
                     impute=impute, impute_kwargs=options,
@@ -277,6 +282,13 @@ def cross_validate(
                 train.uns.pop(IMPUTED_KEY, None)
             if table is not None and imputation is not None:
                 imputation.append(table.assign(test_fold=rot.test, fit=label))
+            if round_predictions is not None:
+                for r, p in enumerate(per_round):
+                    frame = round_predictions.setdefault(
+                        r, pd.DataFrame(np.nan, index=predictions.index, columns=out_assays)
+                    )
+                    cols = [a for a in p.columns if a in frame.columns]
+                    frame.loc[p.index, cols] = p[cols].to_numpy()
             notes.record([w for w in caught if issubclass(w.category, UserWarning)], rot.test)
             for w in caught:  # anything else (deprecations …) as it came
                 if not issubclass(w.category, UserWarning):

@@ -212,9 +212,12 @@ def impute_labels(
     alpha = check_real(alpha, "alpha", min=0, max=1 - p, max_inclusive=False)
     key_added = check_str(key_added, "key_added")
     truth_key = check_str(truth_key, "truth_key", allow_none=True)
-    split = getattr(model, "split_bags_", None)
+    split = getattr(model, "split_bags", None)
     if not isinstance(split, dict) or not getattr(model, "is_trained_", False):
-        raise ValueError("`model` must be a trained MIL model (call `model.train(...)` first).")
+        raise ValueError(
+            "`model` must be a MIL model trained in this session (call `model.train(...)` first; a loaded model "
+            "does not keep its split)."
+        )
     s = model._setup
     labels_key, bag_key = s["labels_key"], s["bag_key"]
     round_key = f"{key_added}{ROUND_SUFFIX}"
@@ -286,7 +289,7 @@ def impute_labels(
     inst_new[rows] = imputed.loc[inst_unit.to_numpy()[rows]].to_numpy()
     add = ~np.isnan(inst_new)
     labels_out = frame.copy()
-    values = labels_out[assays].to_numpy(dtype=float)
+    values = np.array(labels_out[assays].to_numpy(dtype=float), copy=True)  # pandas 3: read-only views
     values[add] = inst_new[add]
     labels_out[assays] = values
     prov[add] = round_

@@ -218,7 +218,9 @@ def momil(
       AUROC / AUPRC / counts from :func:`evaluate_assays`, for the model and for the bag-size baseline, column
       ``method``; rows ``"macro mean"`` over all assays and, with ``primary_assays``, ``"primary mean"``),
       ``params``, and with ``impute`` ``imputation`` (one row per test fold, round and assay: thresholds,
-      labels added and, with ``truth_key``, their accuracy; see :func:`hcitools.tl.impute_labels`);
+      labels added and, with ``truth_key``, their accuracy; see :func:`hcitools.tl.impute_labels`) and
+      ``round_evaluation`` (per round, 0 = before any imputation: the test-fold macro-mean and primary-mean
+      compound AUROC of that round's models; the last round is the ``evaluation`` above);
     - ``obsm[f"{key_added}_attention"]``: n_obs × n_assays attention of each instance in its test fold (NaN for
       unused instances).
 
@@ -304,6 +306,7 @@ def momil(
     }
     train_kwargs = {"seed": seed, **(train_kwargs or {})}
     imputation: list = []
+    round_predictions: dict = {}
     with quiet_loggers("scvi", "lightning.pytorch", "lightning.fabric"):
         bag_pred, attention = cross_validate(
             adata,
@@ -319,6 +322,7 @@ def momil(
             impute_kwargs={**impute_kwargs, "rounds": rounds} if impute else None,
             truth_key=truth_key,
             imputation=imputation,
+            round_predictions=round_predictions,
         )
     bags = adata.obs[bag_key].astype(str)
     bag_group = adata.obs[group_key].astype(str).groupby(bags.to_numpy()).first()
@@ -353,6 +357,18 @@ def momil(
             pd.concat(imputation, ignore_index=True) if imputation else pd.DataFrame()
         )
         target.uns[key_added]["params"].update(impute=impute, rounds=rounds, **impute_kwargs)
+        rows = []
+        with warnings_once():
+            for r, bag_pred_r in sorted(round_predictions.items()):
+                cpd_pred = bag_pred_r.groupby(bag_group.loc[bag_pred_r.index].to_numpy()).mean()
+                ev = _evaluate_with_primary(cpd_pred.loc[predictions.index], cpd_labels, primary_assays)
+                row = {"round": r, "macro mean auroc": ev.loc["macro mean", "auroc"]}
+                if primary_assays:  # all assays primary: no "primary mean" row, the macro mean is theirs
+                    row["primary mean auroc"] = ev.loc[
+                        "primary mean" if "primary mean" in ev.index else "macro mean", "auroc"
+                    ]
+                rows.append(row)
+        target.uns[key_added]["round_evaluation"] = pd.DataFrame(rows)
     target.obsm[att_key] = pd.DataFrame(attention, index=adata.obs_names, columns=out_assays)
     mean = evaluation[evaluation["assay"] == "macro mean"].set_index("method")["auroc"]
     logger.info(

@@ -240,21 +240,22 @@ def select_assays(
         for assay in fits:
             bar.set_postfix_str(assay)
             base.obsm[labels_key] = all_labels[[assay]]
+            model = None
             try:
                 MoMIL.setup_anndata(base, **setup)
-            except ValueError as err:  # e.g. a single observed class outside the test fold
+                model = MoMIL(base, **model_kwargs)
+                model.train(**train_kwargs)
+                prob = model.predict()
+                emb = model.get_latent_representation(level="assay")[:, 0]
+                split[assay] = model.split_bags
+            except ValueError as err:  # e.g. a single observed class, or no labelled training bag
                 logger.info(f"select_assays: {assay} cannot be trained ({err})")
                 val_auroc[assay] = np.nan
                 bar.update()
                 continue
-            model = MoMIL(base, **model_kwargs)
-            try:
-                model.train(**train_kwargs)
-                prob = model.predict()
-                emb = model.get_latent_representation(level="assay")[:, 0]
-                split[assay] = model.split_bags_
             finally:
-                release(model)
+                if model is not None:
+                    release(model)
             bags = prob.index.astype(str)
             embeddings[assay] = pd.DataFrame(emb, index=bags)
             val = np.isin(bags, split[assay]["validation"])
@@ -304,7 +305,8 @@ def select_assays(
         {
             p: table[f"influence_{p}"] / self_influence[p] if np.isfinite(self_influence[p]) else np.nan
             for p in primary
-        }
+        },
+        index=table.index,
     )
     table["influential"] = (ratio >= th_inf).any(axis=1)
     table["kept"] = table["similar"] & table["performant"] & table["influential"]
