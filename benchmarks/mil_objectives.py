@@ -1,6 +1,6 @@
 """Multi-task objectives of MoMIL on simulated screens: every task weighting and branch against equal weighting.
 
-Run: ``.venv-python3.11/bin/python benchmarks/mil_objectives.py [--seeds 0 1 2] [--n-compounds 150]``.
+Run: ``.venv-python3.11/bin/python benchmarks/mil_objectives.py [--seeds 0 1 2] [--n-compounds 120]``.
 
 For each seed a screen is simulated by ``ht.datasets.synthetic_hci`` and left **un-normalised**, so that its plate
 effects are strong (``plate_effect=1.0``), and its compounds are dealt to 5 scaffold-grouped folds. Nested
@@ -42,7 +42,7 @@ import hcitools as ht
 
 MODEL = {"n_hidden": 32, "n_head_hidden": 16, "dropout": 0.25}
 TRAIN = {
-    "max_epochs": 30,
+    "max_epochs": 25,
     "warmup_epochs": 8,
     "patience": 8,
     "lr": 3e-3,
@@ -79,7 +79,7 @@ def training_potentials(adata, primary, seed: int) -> pd.Series:
     """Task potentials cross-validated over the training folds only (2, 3, 4 renumbered 0, 1, 2; DMSO kept)."""
     train = adata[~adata.obs["fold"].isin([TEST_FOLD, VALIDATION_FOLD])].copy()
     train.obs["fold"] = train.obs["fold"].map({-1: -1, 2: 0, 3: 1, 4: 2}).astype(int)
-    kwargs = {**TRAIN, "max_epochs": 15, "warmup_epochs": 4, "patience": 4}
+    kwargs = {**TRAIN, "max_epochs": 10, "warmup_epochs": 4, "patience": 4}
     return ht.tl.task_potentials(
         train, primary_assays=primary, seed=seed, train_kwargs=kwargs, progress=False, **MODEL
     )
@@ -153,7 +153,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--n-compounds", type=int, default=150)
+    parser.add_argument("--n-compounds", type=int, default=120)
     parser.add_argument("--options", nargs="+", default=OPTIONS, choices=OPTIONS)
     args = parser.parse_args()
     torch.set_num_threads(1)

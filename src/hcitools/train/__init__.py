@@ -1,6 +1,6 @@
 """Training plans, task-weighting strategies and callbacks (:mod:`hcitools.train`)."""
 
-from ._mil_plan import MILTrainingPlan, RestoreBestWeights
+from ._mil_plan import MILTrainingPlan, RestoreBestWeights, adversarial_schedule
 from ._mtae_plan import MTAeTrainingPlan
 from ._weighting import (
     WEIGHTINGS,
@@ -25,6 +25,7 @@ __all__ = [
     "RestoreBestWeights",
     "TaskWeighting",
     "UncertaintyWeighting",
+    "adversarial_schedule",
     "amtl_weights",
     "make_weighting",
 ]
