@@ -760,8 +760,8 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             instance must be built for T + K tasks; ``"uncertainty"`` uses the regression form for the aux tasks.
         adversarial_weight
             Models built with ``adversarial=True``: the weight λ of the adversarial branch, the scale of its
-            gradient reversal (the domain classifier learns at full rate; its cross-entropy is added outside the
-            task weighting, so no weighting learns it away). A float ≥ 0, or ``"schedule"`` (default): Ganin &
+            gradient reversal (the domain classifier learns unscaled, see ``n_discriminator_steps``; its
+            cross-entropy is added outside the task weighting, so no weighting learns it away). A float ≥ 0, or ``"schedule"`` (default): Ganin &
             Lempitsky's ramp ``2 / (1 + exp(−10 · progress)) − 1``, progress = optimiser step / total steps
             (:func:`hcitools.train._mil_plan.adversarial_schedule`). Ignored without the branch.
         n_discriminator_steps

@@ -101,9 +101,9 @@ class MILModuleBase(BaseModuleClass):
         predict each bag's batch code (``tensors["batch"]``) from the shared bag representation
         (``MODULE_KEYS.BAG_REPRESENTATION``); its cross-entropy is ``extra_metrics["adversarial_loss"]``, added to
         ``loss`` outside the task weighting. The reversal multiplies the gradient reaching the representation by
-        −``adversarial_weight`` (a ``loss`` keyword; Ganin & Lempitsky's λ); the classifier itself learns at
-        full rate. The training plan fits the classifier with its own optimiser (several steps per batch on the
-        detached representation, :meth:`discriminator_loss`) so that it keeps up with the encoder.
+        −``adversarial_weight`` (a ``loss`` keyword; Ganin & Lempitsky's λ). The training plan fits the classifier
+        with its own optimiser, unscaled (several steps per batch on the detached representation,
+        :meth:`discriminator_loss`), so that it keeps up with the encoder.
     discriminator_hidden
         0 (default): the domain classifier is linear (003's linear extra branch; the plate probes of
         :func:`hcitools.tl.probe_concepts` are linear too); > 0: an MLP with one ReLU hidden layer of this width.
