@@ -41,11 +41,13 @@ from ..train import MILTrainingPlan, RestoreBestWeights
 from ..train._mil_plan import (
     ADVERSARIAL_SCHEDULE,
     MIN_VALIDATION_CLASS,
+    N_DISCRIMINATOR_STEPS,
     VAL_LOSS,
     VAL_MEAN_AUROC,
     EarlyStopping,
     TrainingDefaults,
     check_adversarial_weight,
+    check_discriminator_args,
     make_task_weighting,
     scaled_defaults,
 )
@@ -898,6 +900,8 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         weighting: str | TaskWeighting = "equal",
         weighting_kwargs: dict | None = None,
         adversarial_weight: float | Literal["schedule"] = ADVERSARIAL_SCHEDULE,
+        n_discriminator_steps: int = N_DISCRIMINATOR_STEPS,
+        discriminator_lr: float | None = None,
         max_instances: int | None = None,
         group_by_size: bool = False,
         enable_progress_bar: bool | None = None,
@@ -989,10 +993,17 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             instance must be built for T + K tasks; ``"uncertainty"`` uses the regression form for the aux tasks.
         adversarial_weight
             Models built with ``adversarial=True``: the weight λ of the adversarial branch, the scale of its
-            gradient reversal (the domain classifier learns at full rate; its cross-entropy is added outside the
-            task weighting, so no weighting learns it away). A float ≥ 0, or ``"schedule"`` (default): Ganin &
+            gradient reversal (the domain classifier learns unscaled, see ``n_discriminator_steps``; its
+            cross-entropy is added outside the task weighting, so no weighting learns it away). A float ≥ 0, or ``"schedule"`` (default): Ganin &
             Lempitsky's ramp ``2 / (1 + exp(−10 · progress)) − 1``, progress = optimiser step / total steps
             (:func:`hcitools.train._mil_plan.adversarial_schedule`). Ignored without the branch.
+        n_discriminator_steps
+            Models built with ``adversarial=True``: updates of the domain classifier per training batch (default
+            5), by its own Adam optimiser on the batch's detached bag representation, so that the classifier the
+            encoder fights stays near its optimum (GAN practice; with a single joint step the encoder fools a stale
+            classifier while a fresh linear probe still reads the plate). Logged as ``discriminator_loss``.
+        discriminator_lr
+            Learning rate of the domain classifier (constant, no weight decay); None (default): 10 × ``lr``.
         max_instances
             Randomly subsample training bags larger than this (off by default; never in validation or queries).
         group_by_size
@@ -1077,6 +1088,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         # checks the name, instance, kwargs and assay names (e.g. AMTL's potentials)
         make_task_weighting(weighting, weighting_kwargs, self.assays, getattr(self, "aux_keys", []))
         adversarial_weight = check_adversarial_weight(adversarial_weight)
+        n_discriminator_steps, _ = check_discriminator_args(n_discriminator_steps, discriminator_lr, lr)
         enable_progress_bar = progress_bar_default(enable_progress_bar)
         if pseudo_labels is not None:
             from ..train._pseudo import check_pseudo_labels
@@ -1111,6 +1123,8 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             weighting=weighting,
             weighting_kwargs=weighting_kwargs,
             adversarial_weight=adversarial_weight,
+            n_discriminator_steps=n_discriminator_steps,
+            discriminator_lr=discriminator_lr,
         )
         monitor = self._resolve_monitor(monitor, splitter, plan)
         callbacks, best = self._make_callbacks(
@@ -1203,6 +1217,8 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             "pseudo_labels": None
             if pseudo_labels is None
             else {k: (list(v) if isinstance(v, tuple | list) else v) for k, v in pseudo_labels.items()},
+            "n_discriminator_steps": n_discriminator_steps,
+            "discriminator_lr": None if discriminator_lr is None else float(discriminator_lr),
         }
 
     def _training_defaults(self, n_train: int, **given) -> TrainingDefaults:

@@ -8,6 +8,7 @@ from typing import Literal
 import pandas as pd
 from anndata import AnnData
 
+from .._validate import check_int
 from ..module import MoMILModule
 from ._mil_base import MILModelBase
 
@@ -47,7 +48,11 @@ class MoMIL(MILModelBase):
         Add a gradient-reversal branch (003 §3.2; Ganin & Lempitsky): a linear classifier of the ``batch_key``
         (plate) of each bag from the shared bag representation (the mean projected instance), whose reversed
         gradient pushes the projector to forget the plate. Needs ``batch_key`` at setup. Its weight is
-        ``train(adversarial_weight=...)``, outside the task weighting. Default False.
+        ``train(adversarial_weight=...)``, outside the task weighting; the classifier is fitted by its own
+        optimiser, ``train(n_discriminator_steps=5, discriminator_lr=None)`` (10 × ``lr``). Default False.
+    discriminator_hidden
+        The adversarial branch's domain classifier: None (default) a linear one (003's linear extra branch); an
+        int, an MLP with one ReLU hidden layer of that width.
     task_affinity
         Task-prior loss (000 §3.3.5): a symmetric T × T DataFrame, rows and columns = assay names (e.g. STRING
         combined scores of the assays' targets; reindexed to the model's assays, extra names ignored). With the
@@ -89,8 +94,14 @@ class MoMIL(MILModelBase):
         task_affinity: pd.DataFrame | dict | None = None,
         prior_weight: float = 0.0,
         key_assays: Sequence[str] | None = None,
+        discriminator_hidden: int | None = None,
     ):
         super().__init__(adata, registry)
+        check_int(discriminator_hidden, "discriminator_hidden", min=1, allow_none=True)
+        if discriminator_hidden is not None and not adversarial:
+            raise ValueError(
+                "`discriminator_hidden` shapes the adversarial branch: pass `adversarial=True` too."
+            )
         task_affinity = self._init_mil(
             primary_assays,
             {
@@ -99,6 +110,11 @@ class MoMIL(MILModelBase):
                 "n_head_hidden": n_head_hidden,
                 "dropout": dropout,
                 "loss_reduction": loss_reduction,
+                **(
+                    {}
+                    if discriminator_hidden is None
+                    else {"discriminator_hidden": int(discriminator_hidden)}
+                ),
             },
             adversarial=adversarial,
             prior={"task_affinity": task_affinity, "prior_weight": prior_weight, "key_assays": key_assays},

@@ -101,8 +101,12 @@ class MILModuleBase(BaseModuleClass):
         predict each bag's batch code (``tensors["batch"]``) from the shared bag representation
         (``MODULE_KEYS.BAG_REPRESENTATION``); its cross-entropy is ``extra_metrics["adversarial_loss"]``, added to
         ``loss`` outside the task weighting. The reversal multiplies the gradient reaching the representation by
-        −``adversarial_weight`` (a ``loss`` keyword; Ganin & Lempitsky's λ); the classifier itself learns at
-        full rate.
+        −``adversarial_weight`` (a ``loss`` keyword; Ganin & Lempitsky's λ). The training plan fits the classifier
+        with its own optimiser, unscaled (several steps per batch on the detached representation,
+        :meth:`discriminator_loss`), so that it keeps up with the encoder.
+    discriminator_hidden
+        0 (default): the domain classifier is linear (003's linear extra branch; the plate probes of
+        :func:`hcitools.tl.probe_concepts` are linear too); > 0: an MLP with one ReLU hidden layer of this width.
     n_aux
         Number of auxiliary concepts (e.g. cell count) regressed linearly from the shared bag representation; 0
         (default) builds none. Targets (``tensors["aux"]``, raw) are standardised with the buffers ``aux_mean`` /
@@ -118,7 +122,14 @@ class MILModuleBase(BaseModuleClass):
         MODULE_KEYS.BAG_REPRESENTATION: "bag",
     }
 
-    def __init__(self, n_tasks: int, loss_reduction: str = "assay_mean", n_batches: int = 0, n_aux: int = 0):
+    def __init__(
+        self,
+        n_tasks: int,
+        loss_reduction: str = "assay_mean",
+        n_batches: int = 0,
+        n_aux: int = 0,
+        discriminator_hidden: int = 0,
+    ):
         super().__init__()
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(f"`loss_reduction` must be one of {LOSS_REDUCTIONS}, got {loss_reduction!r}.")
@@ -126,12 +137,18 @@ class MILModuleBase(BaseModuleClass):
         self.loss_reduction = loss_reduction
         self.n_batches = int(n_batches)
         self.n_aux = int(n_aux)
+        self.discriminator_hidden = int(discriminator_hidden or 0)
 
     def _build_branches(self, n_representation: int) -> None:
         """Build the adversarial and auxiliary branches on a shared bag representation of this width (only the
         branches asked for: a module without them has the state dict of earlier versions)."""
         if self.n_batches > 0:
-            self.domain_classifier = nn.Linear(n_representation, self.n_batches)
+            k = self.discriminator_hidden
+            self.domain_classifier = (
+                nn.Linear(n_representation, self.n_batches)
+                if k <= 0
+                else nn.Sequential(nn.Linear(n_representation, k), nn.ReLU(), nn.Linear(k, self.n_batches))
+            )
         if self.n_aux > 0:
             self.aux_regressor = nn.Linear(n_representation, self.n_aux)
             self.register_buffer("aux_mean", torch.zeros(self.n_aux))
@@ -152,6 +169,11 @@ class MILModuleBase(BaseModuleClass):
         """Cross-entropy of the domain classifier on the gradient-reversed bag representation."""
         rep = GradientReversal.apply(inference_outputs[MODULE_KEYS.BAG_REPRESENTATION], float(weight))
         return F.cross_entropy(self.domain_classifier(rep), batch.long().reshape(-1))
+
+    def discriminator_loss(self, representation: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the domain classifier on a detached bag representation (its own update step: no
+        gradient reaches the encoder)."""
+        return F.cross_entropy(self.domain_classifier(representation.detach()), batch.long().reshape(-1))
 
     def aux_losses(self, inference_outputs: dict, aux: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K per-concept MSEs on standardised targets (non-finite targets are skipped) and their counts."""
@@ -261,7 +283,7 @@ class MoMILModule(MILModuleBase):
         Dropout after the shared projector and on each head's projected instances.
     loss_reduction
         ``"assay_mean"`` or ``"label_sum"`` (see :func:`masked_bce`).
-    n_batches, n_aux
+    n_batches, n_aux, discriminator_hidden
         Adversarial and auxiliary branches (see :class:`MILModuleBase`) on the mean projected instance of each bag.
     task_affinity
         T × T task-affinity matrix c (nested lists or a tensor) of the task-prior loss, or None (no prior loss).
@@ -293,8 +315,9 @@ class MoMILModule(MILModuleBase):
         task_affinity=None,
         prior_weight: float = 0.0,
         prior_task_weight=None,
+        discriminator_hidden: int = 0,
     ):
-        super().__init__(n_tasks, loss_reduction, n_batches, n_aux)
+        super().__init__(n_tasks, loss_reduction, n_batches, n_aux, discriminator_hidden)
         self.head = head
         self.projector = _projector(n_input, n_hidden, dropout)
         if head in ("gated_abmil", "abmil"):

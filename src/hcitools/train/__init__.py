@@ -1,6 +1,6 @@
 """Training plans, task-weighting strategies and callbacks (:mod:`hcitools.train`)."""
 
-from ._mil_plan import MILTrainingPlan, RestoreBestWeights
+from ._mil_plan import MILTrainingPlan, RestoreBestWeights, adversarial_schedule
 from ._mtae_plan import MTAeTrainingPlan
 from ._pseudo import PseudoLabels
 from ._weighting import (
@@ -27,6 +27,7 @@ __all__ = [
     "RestoreBestWeights",
     "TaskWeighting",
     "UncertaintyWeighting",
+    "adversarial_schedule",
     "amtl_weights",
     "make_weighting",
 ]
