@@ -52,8 +52,14 @@ from ..train._mil_plan import (
 )
 from ..train._run import history_file_dir, run_training, seed_and_reset
 from ..train._weighting import TaskWeighting
-from .base import BagIdField, LabelsField, PersistenceMixin
-from .base._mudata import LabelIndexField, MuDataBagIdField, MuDataLabelsField
+from .base import (
+    BagIdField,
+    LabelIndexField,
+    LabelsField,
+    MuDataBagIdField,
+    MuDataLabelsField,
+    PersistenceMixin,
+)
 
 logger = logging.getLogger("hcitools")
 
@@ -427,7 +433,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         Notes
         -----
         Registers with scvi-tools' MuData fields: the embeddings (``MuDataLayerField`` / ``MuDataObsmField`` of the
-        instance modality), the labels (:class:`~hcitools.model.base._mudata.MuDataLabelsField`: the label
+        instance modality), the labels (:class:`~hcitools.model.base.MuDataLabelsField`: the label
         modality's ``X``), the bag, group and batch ids, and the row of each instance's labels
         (``mdata.mod[instance_mod].obs["_scvi_label_index"]``). Training reads one label row per bag, never one
         per instance. Queries (``predict``, ``get_attention``, ...) take this MuData, another MuData with the same
