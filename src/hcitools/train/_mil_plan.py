@@ -395,8 +395,7 @@ class MILTrainingPlan(pl.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.module.parameters() if p.requires_grad]
         params += [p for p in self.weighting.parameters() if p.requires_grad]
-        # foreach: one multi-tensor update instead of a Python loop over parameters (benchmarks/mil_throughput.py)
-        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, foreach=True)
+        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
         total = int(total) if math.isfinite(total) else self.lr_warmup_steps + 1
         warmup = self.lr_warmup_steps
