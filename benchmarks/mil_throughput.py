@@ -183,7 +183,9 @@ def profile_step(module, data: BagData, batch_size: int, device, foreach: bool, 
     for i in range(n_steps):
         for key, dt in zip(times, one(i), strict=True):
             times[key] += dt / n_steps
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])) as prof:
+    with profile(
+        activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    ) as prof:
         for i in range(2):
             one(i)
     events = prof.key_averages()
@@ -285,7 +287,9 @@ def main() -> None:
     )
     for T in (6, 200):
         frac = 3 * forward_flops_per_bag(mean_n, args.features, d, h, T) * rates[(T, "batched")] / peak
-        print(f"target (#15) ≥ 50 % of matmul FLOP/s at {T} assays: {frac:.0%} -> {'met' if frac >= 0.5 else 'NOT met'}")
+        print(
+            f"target (#15) ≥ 50 % of matmul FLOP/s at {T} assays: {frac:.0%} -> {'met' if frac >= 0.5 else 'NOT met'}"
+        )
     print(
         f"target (#15) cost of 200 / 6 assays ≤ FLOP ratio: {ratio:.1f}× vs {fl[200] / fl[6]:.1f}× -> {'met' if ratio <= fl[200] / fl[6] else 'NOT met'}"
     )

@@ -55,7 +55,11 @@ def write_screen(path: str, n_crops: int, n_features: int, n_assays: int, seed: 
     cpd_index = pd.Index([f"cpd{i:07d}" for i in range(n_cpd)])
     labels = (z @ V > 1.0).astype(np.float32)
     labels[rng.random(labels.shape) > 0.3] = np.nan  # sparse: 30 % of the pairs measured
-    compounds = ad.AnnData(labels, obs=pd.DataFrame(index=cpd_index), var=pd.DataFrame(index=[f"assay_{t:03d}" for t in range(n_assays)]))
+    compounds = ad.AnnData(
+        labels,
+        obs=pd.DataFrame(index=cpd_index),
+        var=pd.DataFrame(index=[f"assay_{t:03d}" for t in range(n_assays)]),
+    )
     compounds.write_h5ad(path + ".compounds.h5ad")
     well_names = np.array([f"p{p:04d}_w{w:03d}" for p, w in zip(plate, pos, strict=True)])
     rows = np.repeat(np.arange(n_wells), CROPS_PER_WELL)
@@ -137,7 +141,7 @@ def worker(mode: str, path: str, batch_size: int) -> dict:
     return {
         "mode": mode,
         "n_crops": int(crops.n_obs),
-        "n_bags": int(len(pred)),
+        "n_bags": len(pred),
         "n_train": labelled,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "base_rss_mb": base_mb,
@@ -157,7 +161,9 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=384)
     parser.add_argument("--assays", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--dir", default=None, help="where to write the screens (default: a temporary folder)")
+    parser.add_argument(
+        "--dir", default=None, help="where to write the screens (default: a temporary folder)"
+    )
     parser.add_argument("--worker", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -170,7 +176,10 @@ def main() -> None:
             t = time.perf_counter()
             write_screen(path, n, args.features, args.assays)
             size_gb = os.path.getsize(path) / 1e9
-            print(f"wrote {n} crops × {args.features}-d ({size_gb:.2f} GB) in {time.perf_counter() - t:.1f} s", flush=True)
+            print(
+                f"wrote {n} crops × {args.features}-d ({size_gb:.2f} GB) in {time.perf_counter() - t:.1f} s",
+                flush=True,
+            )
             for mode in ("disk", "memory"):
                 cmd = [sys.executable, __file__, "--worker", mode, path, "--batch-size", str(args.batch_size)]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -179,7 +188,9 @@ def main() -> None:
                 results.append(res)
                 print(json.dumps(res), flush=True)
     print()
-    print("| crops | path | file GB | peak RSS MB (above imports) | normalise s | train s (epoch s) | train bags/s | predict bags/s |")
+    print(
+        "| crops | path | file GB | peak RSS MB (above imports) | normalise s | train s (epoch s) | train bags/s | predict bags/s |"
+    )
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         print(
@@ -190,7 +201,9 @@ def main() -> None:
     disk = [r for r in results if r["mode"] == "disk"]
     mem = [r for r in results if r["mode"] == "memory"]
     ratio = disk[1]["peak_rss_mb"] / disk[0]["peak_rss_mb"]
-    above = (disk[1]["peak_rss_mb"] - disk[1]["base_rss_mb"]) / (disk[0]["peak_rss_mb"] - disk[0]["base_rss_mb"])
+    above = (disk[1]["peak_rss_mb"] - disk[1]["base_rss_mb"]) / (
+        disk[0]["peak_rss_mb"] - disk[0]["base_rss_mb"]
+    )
     print()
     print(
         f"target peak RSS (out of core) at {args.factor}× the data ≤ 1.2× the peak at 1×: {ratio:.2f}× -> "

@@ -47,7 +47,9 @@ class _MILKeys(NamedTuple):
     BATCH: str = "batch"  # B, integer batch (plate) code of each bag (only with ``batch_key``)
     AUX_REGISTRY: str = "aux"
     AUX: str = "aux"  # B × K, the ``aux_keys`` of each bag (raw values; standardised by the module)
-    LABEL_INDEX_REGISTRY: str = "label_index"  # MuData layout: row of each instance's labels in the label modality
+    LABEL_INDEX_REGISTRY: str = (
+        "label_index"  # MuData layout: row of each instance's labels in the label modality
+    )
 
 
 MIL_KEYS = _MILKeys()

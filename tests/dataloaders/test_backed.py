@@ -80,14 +80,18 @@ def test_setup_and_queries_never_load_the_whole_matrix(tmp_path, monkeypatch):
     screen.X = screen.X.astype(np.float32)
     screen.write_h5ad(tmp_path / "big.h5ad")
     backed = ad.read_h5ad(tmp_path / "big.h5ad", backed="r")
-    ht.model.MoMIL.setup_anndata(_screen(), group_key="compound")  # imports (scvi-tools, ...) outside the trace
+    ht.model.MoMIL.setup_anndata(
+        _screen(), group_key="compound"
+    )  # imports (scvi-tools, ...) outside the trace
     tracemalloc.start()
     try:
         ht.model.MoMIL.setup_anndata(backed, group_key="compound")
         _, peak_setup = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak_setup < n_bytes / 4, f"setup: peak {peak_setup / 1e6:.1f} MB for an {n_bytes / 1e6:.1f} MB matrix"
+    assert peak_setup < n_bytes / 4, (
+        f"setup: peak {peak_setup / 1e6:.1f} MB for an {n_bytes / 1e6:.1f} MB matrix"
+    )
     model = ht.model.MoMIL(backed, n_hidden=8)
     model.is_trained_ = True  # untrained weights: this test is about memory, not accuracy
     data = model._bag_data(labels=True)
@@ -106,7 +110,9 @@ def test_setup_and_queries_never_load_the_whole_matrix(tmp_path, monkeypatch):
     finally:
         tracemalloc.stop()
     assert pred.shape[0] == data.n_bags and att.shape == (backed.n_obs, 4)
-    assert peak < n_bytes / 4, f"peak traced allocation {peak / 1e6:.1f} MB for an {n_bytes / 1e6:.1f} MB matrix"
+    assert peak < n_bytes / 4, (
+        f"peak traced allocation {peak / 1e6:.1f} MB for an {n_bytes / 1e6:.1f} MB matrix"
+    )
 
 
 def test_backed_mudata(tmp_path):

@@ -20,7 +20,9 @@ def screen():
 
 def test_to_mudata_stores_labels_once_per_compound(screen):
     before = screen.obsm["assays"].copy()
-    mdata = ht.pp.to_mudata(screen, assay_var=pd.DataFrame({"primary": [True, False]}, index=["assay_00", "assay_01"]))
+    mdata = ht.pp.to_mudata(
+        screen, assay_var=pd.DataFrame({"primary": [True, False]}, index=["assay_00", "assay_01"])
+    )
     crops, cpds = mdata["crops"], mdata["compounds"]
     assert "assays" not in crops.obsm and "assays" in screen.obsm  # the input is unchanged
     pd.testing.assert_frame_equal(screen.obsm["assays"], before)
@@ -45,7 +47,9 @@ def test_mudata_model_equals_anndata_model(screen, tmp_path):
     pd.testing.assert_frame_equal(pm, pa)
     np.testing.assert_allclose(mm.get_attention(), ma.get_attention(), atol=1e-6)
     np.testing.assert_allclose(
-        mm.get_latent_representation(level="instance"), ma.get_latent_representation(level="instance"), atol=1e-6
+        mm.get_latent_representation(level="instance"),
+        ma.get_latent_representation(level="instance"),
+        atol=1e-6,
     )
     assert mm.predict(level="compound").shape == (screen.obs["compound"].nunique(), 4)
     # queries take an AnnData of instances, or a MuData without the label modality

@@ -64,7 +64,9 @@ class BackedRows:
         Number of slices read so far.
     """
 
-    def __init__(self, array, file_starts: np.ndarray, sizes: np.ndarray, *, max_batch_bytes: int | None = None):
+    def __init__(
+        self, array, file_starts: np.ndarray, sizes: np.ndarray, *, max_batch_bytes: int | None = None
+    ):
         if len(array.shape) != 2:
             raise ValueError(f"An on-disk instance matrix must be 2-d, got shape {tuple(array.shape)}.")
         self.array = array
@@ -99,7 +101,9 @@ class BackedRows:
             block = self.array[start : start + size]
             block = np.asarray(block.compute() if hasattr(block, "compute") else block, dtype=np.float32)
             take = offsets[i, : n_real[i]].numpy()
-            out[i, : n_real[i]] = block if len(take) == size and (take == np.arange(size)).all() else block[take]
+            out[i, : n_real[i]] = (
+                block if len(take) == size and (take == np.arange(size)).all() else block[take]
+            )
             rows += size
             self.n_reads += 1
         self.max_rows_read = max(self.max_rows_read, rows)

@@ -13,8 +13,7 @@ import torch
 from anndata import AnnData
 from scipy.special import expit
 from scvi import REGISTRY_KEYS
-from scvi.data import AnnDataManager
-from scvi.data import AnnDataManagerValidationCheck
+from scvi.data import AnnDataManager, AnnDataManagerValidationCheck
 from scvi.data.fields import (
     LayerField,
     MuDataLayerField,
@@ -110,11 +109,17 @@ def _check_label_table(labels: AnnData, label_mod: str) -> pd.DataFrame:
     """The label modality as a DataFrame rows × assays of 1 / 0 / NaN (rows = compounds or wells)."""
     where = f"mdata.mod[{label_mod!r}]"
     if labels.obs_names.duplicated().any():
-        raise ValueError(f"{where}.obs_names repeat {_preview(labels.obs_names[labels.obs_names.duplicated()])}: one row per compound (or well).")
+        raise ValueError(
+            f"{where}.obs_names repeat {_preview(labels.obs_names[labels.obs_names.duplicated()])}: one row per compound (or well)."
+        )
     if labels.var_names.duplicated().any():
-        raise ValueError(f"{where}.var_names (assays) repeat {_preview(labels.var_names[labels.var_names.duplicated()])}.")
+        raise ValueError(
+            f"{where}.var_names (assays) repeat {_preview(labels.var_names[labels.var_names.duplicated()])}."
+        )
     try:
-        values = np.asarray(labels.X.toarray() if hasattr(labels.X, "toarray") else labels.X, dtype=np.float64)
+        values = np.asarray(
+            labels.X.toarray() if hasattr(labels.X, "toarray") else labels.X, dtype=np.float64
+        )
     except (TypeError, ValueError) as err:
         raise TypeError(f"{where}.X must hold numeric labels 1 / 0 / NaN: {err}") from err
     bad = ~(np.isnan(values) | (values == 0) | (values == 1))
@@ -514,15 +519,23 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         x_field = (
             MuDataObsmField(REGISTRY_KEYS.X_KEY, rep_key, correct_data_format=False, **wrap)
             if rep_key is not None
-            else MuDataLayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False, correct_data_format=False, **wrap)
+            else MuDataLayerField(
+                REGISTRY_KEYS.X_KEY, layer, is_count_data=False, correct_data_format=False, **wrap
+            )
         )
         fields = [
             x_field,
             MuDataLabelsField(
-                MIL_KEYS.LABELS_REGISTRY, None, is_count_data=False, correct_data_format=False, mod_key=label_mod
+                MIL_KEYS.LABELS_REGISTRY,
+                None,
+                is_count_data=False,
+                correct_data_format=False,
+                mod_key=label_mod,
             ),
             MuDataBagIdField(MIL_KEYS.BAG_REGISTRY, bag_key, **wrap),
-            LabelIndexField(MIL_KEYS.LABEL_INDEX_REGISTRY, label_key, instance_mod=instance_mod, label_mod=label_mod),
+            LabelIndexField(
+                MIL_KEYS.LABEL_INDEX_REGISTRY, label_key, instance_mod=instance_mod, label_mod=label_mod
+            ),
         ]
         if group_key is not None:
             fields.append(MuDataBagIdField(MIL_KEYS.GROUP_REGISTRY, group_key, **wrap))
@@ -660,7 +673,11 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
     @property
     def _instance_mod(self) -> str | None:
         """The instance modality of a model set up with :meth:`setup_mudata` (else None)."""
-        return self._setup.get("instance_mod") if self.registry_.get("setup_method_name") == "setup_mudata" else None
+        return (
+            self._setup.get("instance_mod")
+            if self.registry_.get("setup_method_name") == "setup_mudata"
+            else None
+        )
 
     def _instances(self, adata):
         """The AnnData of the instances of ``adata`` (its instance modality for a MuData)."""

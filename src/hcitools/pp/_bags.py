@@ -156,7 +156,10 @@ def sort_by_bag(
     if dropped:
         warn(f"sort_by_bag does not copy {dropped} (only X, obs, var, obsm and uns).")
     obs = adata.obs.iloc[order].copy()
-    obsm = {k: (v.iloc[order] if isinstance(v, pd.DataFrame) else np.asarray(v)[order]) for k, v in adata.obsm.items()}
+    obsm = {
+        k: (v.iloc[order] if isinstance(v, pd.DataFrame) else np.asarray(v)[order])
+        for k, v in adata.obsm.items()
+    }
     skeleton = AnnData(obs=obs, var=adata.var.copy(), uns=dict(adata.uns), obsm=obsm)
     X = adata.X
     dtype = np.float64 if X.dtype == np.float64 else np.float32

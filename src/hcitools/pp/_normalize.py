@@ -443,13 +443,17 @@ def _normalize_to_file(
         )
     for name in ("rep_key", "key_added"):
         if params[name] is not None:
-            raise ValueError(f"With `path`, the normalised features go to X of the new file: `{name}` must be None.")
+            raise ValueError(
+                f"With `path`, the normalised features go to X of the new file: `{name}` must be None."
+            )
     if copy:
         raise ValueError("`copy=True` and `path` exclude each other: with `path` the new file is returned.")
     path = check_out_path(path, overwrite=overwrite)
     if adata.isbacked and str(adata.filename) == str(path):
         raise ValueError("`path` is the file `adata` is backed by; write to a new file.")
-    check_free_keys(adata, {"uns": "normalize_plates", "var": "normalize_plates_degenerate"}, overwrite=overwrite)
+    check_free_keys(
+        adata, {"uns": "normalize_plates", "var": "normalize_plates_degenerate"}, overwrite=overwrite
+    )
     X = get_rep(adata)  # backed: the finite check scans the file in row blocks
     is_control = check_controls(adata, params["control_key"], params["control_value"], params["plate_key"])
     plates = adata.obs[params["plate_key"]].to_numpy()
@@ -475,6 +479,8 @@ def _normalize_to_file(
             yield start, res.astype(dtype, copy=False)
 
     out = write_h5ad_blocks(path, skeleton, n_features=X.shape[1], dtype=dtype, blocks=blocks)
-    logger.info(f"normalised {len(normalizer.center_)} plates against {len(ctrl)} control instances (out of core)")
+    logger.info(
+        f"normalised {len(normalizer.center_)} plates against {len(ctrl)} control instances (out of core)"
+    )
     log_written(path, ["X", "var['normalize_plates_degenerate']", "uns['normalize_plates']"])
     return out
