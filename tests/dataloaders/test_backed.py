@@ -38,6 +38,15 @@ def test_backed_training_and_queries_equal_in_memory(tmp_path):
     pd.testing.assert_frame_equal(disk.predict(), mem.predict(), atol=1e-6)
     np.testing.assert_allclose(disk.get_attention(), mem.get_attention(), atol=1e-6)
     np.testing.assert_allclose(disk.get_attention(backed), mem.get_attention(screen), atol=1e-6)
+    # attention written batch by batch into an on-disk array
+    import h5py
+
+    with h5py.File(tmp_path / "att.h5", "w") as f:
+        out = f.create_dataset("attention", shape=(backed.n_obs, 4), dtype="float32")
+        disk.get_attention(out=out, batch_size=8)
+        np.testing.assert_allclose(out[:], mem.get_attention(), atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        disk.get_attention(out=np.zeros((3, 4)))
     # subsampled training bags (max_instances) read whole bags and keep a subset
     disk.train(**{**TRAIN, "max_epochs": 1}, max_instances=3)
 
@@ -66,6 +75,7 @@ def test_scattered_backed_rows_are_refused_then_sorted(tmp_path):
     mem.train(**TRAIN)
     pd.testing.assert_frame_equal(mem.predict(ordered), mem.predict(), atol=1e-6)
     att = pd.DataFrame(mem.get_attention(), index=shuffled.obs_names)
+    np.testing.assert_allclose(mem.get_attention(out=np.zeros(att.shape)), att.to_numpy(), atol=1e-6)
     np.testing.assert_allclose(mem.get_attention(ordered), att.loc[ordered.obs_names].to_numpy(), atol=1e-6)
 
 

@@ -94,7 +94,7 @@ def test_setup_mudata_errors(screen):
 def test_momil_accepts_mudata(screen):
     ht.pp.split_compounds(screen, n_folds=5, method="random", seed=0)
     mdata = ht.pp.to_mudata(screen)
-    kwargs = {"method": "mean_mlp", "train_kwargs": {"max_epochs": 2}, "progress": False}
+    kwargs = {"method": "mean_mlp", "train_kwargs": {"max_epochs": 1}, "progress": False}
     ht.tl.momil(mdata, **kwargs)
     ht.tl.momil(screen, **kwargs)
     pd.testing.assert_frame_equal(mdata.uns["momil"]["predictions"], screen.uns["momil"]["predictions"])

@@ -1216,6 +1216,33 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
                     out[key].extend(e[m].float().cpu().numpy() for e, m in zip(value, mask, strict=True))
         return data, {k: np.concatenate(v) if kinds[k] == "bag" else v for k, v in out.items()}
 
+    @torch.inference_mode()
+    def _write_instance_output(self, adata, key: str, batch_size: int, out: Any) -> Any:
+        """Write the per-instance output ``key`` (kind ``"bag_task_instance"``) into ``out`` batch by batch."""
+        if not (_is_int(batch_size) and batch_size >= 1):
+            raise ValueError(
+                f"`batch_size` must be an integer ≥ 1 (bags per forward pass), got {batch_size!r}."
+            )
+        self._check_if_trained(warn=True)
+        data = self._bag_data(adata)
+        shape = (len(data.order), len(self.assays))
+        if tuple(getattr(out, "shape", ())) != shape:
+            raise ValueError(
+                f"`out` must be an array of shape {shape} (instances × assays), got {getattr(out, 'shape', None)}."
+            )
+        self.module.eval()
+        for batch in bag_loader(data, np.arange(data.n_bags), batch_size=batch_size):
+            value = self.module.inference(batch[MIL_KEYS.X], batch[MIL_KEYS.MASK])[key]
+            for a, m, b in zip(value, batch[MIL_KEYS.MASK], batch[MIL_KEYS.BAG_INDEX].tolist(), strict=True):
+                rows = data.order[data.starts[b] : data.starts[b] + data.sizes[b]]
+                per_row = a[:, m].T.float().cpu().numpy()
+                if rows[-1] - rows[0] + 1 == len(rows) and (np.diff(rows) == 1).all():
+                    out[int(rows[0]) : int(rows[-1]) + 1] = per_row  # one slice (h5py, memmap)
+                else:
+                    sort = np.argsort(rows)
+                    out[rows[sort]] = per_row[sort]  # h5py needs increasing indices
+        return out
+
     @staticmethod
     def _unsort(data: BagData, per_bag_rows: list[np.ndarray]) -> np.ndarray:
         stacked = np.concatenate(per_bag_rows)
@@ -1298,7 +1325,9 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             pred = pred.groupby(data.groups, sort=False).mean()
         return pred
 
-    def get_attention(self, adata: AnnData | None = None, *, batch_size: int = 256) -> np.ndarray:
+    def get_attention(
+        self, adata: AnnData | None = None, *, batch_size: int = 256, out: Any = None
+    ) -> np.ndarray:
         """Attention of every instance for every assay; within each bag, each assay's attention sums to 1.
 
         Parameters
@@ -1307,12 +1336,17 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             Instances (same representation as at setup); default the training AnnData. Labels are not needed.
         batch_size
             Bags per forward pass.
+        out
+            An n_obs × n_assays array to write into batch by batch instead of building the result in memory, e.g.
+            an ``h5py`` dataset or a ``numpy.memmap`` (for screens whose attention does not fit in memory).
 
         Returns
         -------
-        ndarray n_obs × n_assays, rows following ``adata.obs_names``, columns ``model.assays``. Nothing is written
-        into ``adata`` (:func:`hcitools.tl.momil` stores it in ``obsm``).
+        ndarray n_obs × n_assays (or ``out``), rows following ``adata.obs_names``, columns ``model.assays``.
+        Nothing is written into ``adata`` (:func:`hcitools.tl.momil` stores it in ``obsm``).
         """
+        if out is not None:
+            return self._write_instance_output(adata, MODULE_KEYS.ATTENTION, batch_size, out)
         return self.get_module_outputs(adata, keys=[MODULE_KEYS.ATTENTION], batch_size=batch_size)[
             MODULE_KEYS.ATTENTION
         ]

@@ -153,7 +153,11 @@ def sort_by_bag(
     codes, _ = pd.factorize(adata.obs[bag_key], sort=True)
     order = np.argsort(codes, kind="stable")
     # (a backed AnnData of anndata ≥ 0.13 lists X as the layer None)
-    dropped = [name for name in ("layers", "obsp", "varm") if [k for k in getattr(adata, name).keys() if k is not None]]
+    dropped = [
+        name
+        for name in ("layers", "obsp", "varm")
+        if [k for k in getattr(adata, name).keys() if k is not None]
+    ]
     if dropped:
         warn(f"sort_by_bag does not copy {dropped} (only X, obs, var, obsm and uns).")
     obs = adata.obs.iloc[order].copy()

@@ -388,7 +388,8 @@ def normalize_plates(
         "rep_key": rep_key,
         "key_added": key_added,
     }
-    if path is not None or getattr(adata, "isbacked", False):
+    read_only = getattr(adata, "isbacked", False) and getattr(adata.file, "_filemode", None) == "r"
+    if path is not None or (read_only and not copy):
         return _normalize_to_file(adata, normalizer, params, path=path, overwrite=overwrite, copy=copy)
     X = get_rep(adata, rep_key=rep_key)
     is_control = check_controls(adata, control_key, control_value, plate_key)
@@ -439,7 +440,8 @@ def _normalize_to_file(
     if path is None:
         raise ValueError(
             f"`adata` is backed by {str(adata.filename)!r}: pass `path=` a new .h5ad file to write the normalised "
-            "screen to (normalised out of core, block by block), or load it into memory (`adata.to_memory()`)."
+            "screen to (normalised out of core, block by block), load it into memory (`adata.to_memory()`), or "
+            "open the file with `anndata.read_h5ad(path, backed='r+')` to normalise X in place."
         )
     for name in ("rep_key", "key_added"):
         if params[name] is not None:
