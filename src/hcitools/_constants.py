@@ -51,7 +51,9 @@ class _MILKeys(NamedTuple):
     POSITIONS: str = (
         "positions"  # B × N × 2, (row, column) of each instance on its bag's grid (``grid_keys``)
     )
-    LABEL_INDEX_REGISTRY: str = "label_index"  # MuData layout: row of each instance's labels in the label modality
+    LABEL_INDEX_REGISTRY: str = (
+        "label_index"  # MuData layout: row of each instance's labels in the label modality
+    )
 
 
 MIL_KEYS = _MILKeys()

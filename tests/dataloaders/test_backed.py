@@ -38,6 +38,15 @@ def test_backed_training_and_queries_equal_in_memory(tmp_path):
     pd.testing.assert_frame_equal(disk.predict(), mem.predict(), atol=1e-6)
     np.testing.assert_allclose(disk.get_attention(), mem.get_attention(), atol=1e-6)
     np.testing.assert_allclose(disk.get_attention(backed), mem.get_attention(screen), atol=1e-6)
+    # attention written batch by batch into an on-disk array
+    import h5py
+
+    with h5py.File(tmp_path / "att.h5", "w") as f:
+        out = f.create_dataset("attention", shape=(backed.n_obs, 4), dtype="float32")
+        disk.get_attention(out=out, batch_size=8)
+        np.testing.assert_allclose(out[:], mem.get_attention(), atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        disk.get_attention(out=np.zeros((3, 4)))
     # subsampled training bags (max_instances) read whole bags and keep a subset
     disk.train(**{**TRAIN, "max_epochs": 1}, max_instances=3)
 
@@ -66,6 +75,7 @@ def test_scattered_backed_rows_are_refused_then_sorted(tmp_path):
     mem.train(**TRAIN)
     pd.testing.assert_frame_equal(mem.predict(ordered), mem.predict(), atol=1e-6)
     att = pd.DataFrame(mem.get_attention(), index=shuffled.obs_names)
+    np.testing.assert_allclose(mem.get_attention(out=np.zeros(att.shape)), att.to_numpy(), atol=1e-6)
     np.testing.assert_allclose(mem.get_attention(ordered), att.loc[ordered.obs_names].to_numpy(), atol=1e-6)
 
 
@@ -80,14 +90,18 @@ def test_setup_and_queries_never_load_the_whole_matrix(tmp_path, monkeypatch):
     screen.X = screen.X.astype(np.float32)
     screen.write_h5ad(tmp_path / "big.h5ad")
     backed = ad.read_h5ad(tmp_path / "big.h5ad", backed="r")
-    ht.model.MoMIL.setup_anndata(_screen(), group_key="compound")  # imports (scvi-tools, ...) outside the trace
+    ht.model.MoMIL.setup_anndata(
+        _screen(), group_key="compound"
+    )  # imports (scvi-tools, ...) outside the trace
     tracemalloc.start()
     try:
         ht.model.MoMIL.setup_anndata(backed, group_key="compound")
         _, peak_setup = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak_setup < n_bytes / 4, f"setup: peak {peak_setup / 1e6:.1f} MB for an {n_bytes / 1e6:.1f} MB matrix"
+    assert peak_setup < n_bytes / 4, (
+        f"setup: peak {peak_setup / 1e6:.1f} MB for an {n_bytes / 1e6:.1f} MB matrix"
+    )
     model = ht.model.MoMIL(backed, n_hidden=8)
     model.is_trained_ = True  # untrained weights: this test is about memory, not accuracy
     data = model._bag_data(labels=True)
@@ -106,7 +120,9 @@ def test_setup_and_queries_never_load_the_whole_matrix(tmp_path, monkeypatch):
     finally:
         tracemalloc.stop()
     assert pred.shape[0] == data.n_bags and att.shape == (backed.n_obs, 4)
-    assert peak < n_bytes / 4, f"peak traced allocation {peak / 1e6:.1f} MB for an {n_bytes / 1e6:.1f} MB matrix"
+    assert peak < n_bytes / 4, (
+        f"peak traced allocation {peak / 1e6:.1f} MB for an {n_bytes / 1e6:.1f} MB matrix"
+    )
 
 
 def test_backed_mudata(tmp_path):

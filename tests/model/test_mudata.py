@@ -20,7 +20,9 @@ def screen():
 
 def test_to_mudata_stores_labels_once_per_compound(screen):
     before = screen.obsm["assays"].copy()
-    mdata = ht.pp.to_mudata(screen, assay_var=pd.DataFrame({"primary": [True, False]}, index=["assay_00", "assay_01"]))
+    mdata = ht.pp.to_mudata(
+        screen, assay_var=pd.DataFrame({"primary": [True, False]}, index=["assay_00", "assay_01"])
+    )
     crops, cpds = mdata["crops"], mdata["compounds"]
     assert "assays" not in crops.obsm and "assays" in screen.obsm  # the input is unchanged
     pd.testing.assert_frame_equal(screen.obsm["assays"], before)
@@ -45,7 +47,9 @@ def test_mudata_model_equals_anndata_model(screen, tmp_path):
     pd.testing.assert_frame_equal(pm, pa)
     np.testing.assert_allclose(mm.get_attention(), ma.get_attention(), atol=1e-6)
     np.testing.assert_allclose(
-        mm.get_latent_representation(level="instance"), ma.get_latent_representation(level="instance"), atol=1e-6
+        mm.get_latent_representation(level="instance"),
+        ma.get_latent_representation(level="instance"),
+        atol=1e-6,
     )
     assert mm.predict(level="compound").shape == (screen.obs["compound"].nunique(), 4)
     # queries take an AnnData of instances, or a MuData without the label modality
@@ -90,7 +94,7 @@ def test_setup_mudata_errors(screen):
 def test_momil_accepts_mudata(screen):
     ht.pp.split_compounds(screen, n_folds=5, method="random", seed=0)
     mdata = ht.pp.to_mudata(screen)
-    kwargs = {"method": "mean_mlp", "train_kwargs": {"max_epochs": 2}, "progress": False}
+    kwargs = {"method": "mean_mlp", "train_kwargs": {"max_epochs": 1}, "progress": False}
     ht.tl.momil(mdata, **kwargs)
     ht.tl.momil(screen, **kwargs)
     pd.testing.assert_frame_equal(mdata.uns["momil"]["predictions"], screen.uns["momil"]["predictions"])

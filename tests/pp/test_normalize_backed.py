@@ -26,7 +26,9 @@ def test_backed_normalisation_equals_in_memory(on_disk, tmp_path, method):
     assert out.isbacked and out.X.dtype == np.float32
     np.testing.assert_allclose(out.X[:], ref.X, atol=1e-5)
     assert out.uns["normalize_plates"]["n_controls"] == ref.uns["normalize_plates"]["n_controls"]
-    np.testing.assert_array_equal(out.var["normalize_plates_degenerate"], ref.var["normalize_plates_degenerate"])
+    np.testing.assert_array_equal(
+        out.var["normalize_plates_degenerate"], ref.var["normalize_plates_degenerate"]
+    )
     assert "normalize_plates" not in backed.uns  # the input file is untouched
     np.testing.assert_array_equal(backed.X[:], adata.X)
 
@@ -39,7 +41,9 @@ def test_statistics_come_from_control_rows_only(on_disk, tmp_path):
     ctrl = (changed.obs["compound"] == "DMSO").to_numpy()
     changed.X[~ctrl] += 100.0
     changed.write_h5ad(tmp_path / "changed.h5ad")
-    norm2 = ht.pp.normalize_plates(ad.read_h5ad(tmp_path / "changed.h5ad", backed="r"), path=str(tmp_path / "b.h5ad"))
+    norm2 = ht.pp.normalize_plates(
+        ad.read_h5ad(tmp_path / "changed.h5ad", backed="r"), path=str(tmp_path / "b.h5ad")
+    )
     np.testing.assert_allclose(norm2.X[:][ctrl], norm.X[:][ctrl], atol=1e-6)
     assert not np.allclose(norm2.X[:][~ctrl], norm.X[:][~ctrl])
 

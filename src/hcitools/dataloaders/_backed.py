@@ -64,7 +64,9 @@ class BackedRows:
         Number of slices read so far.
     """
 
-    def __init__(self, array, file_starts: np.ndarray, sizes: np.ndarray, *, max_batch_bytes: int | None = None):
+    def __init__(
+        self, array, file_starts: np.ndarray, sizes: np.ndarray, *, max_batch_bytes: int | None = None
+    ):
         if len(array.shape) != 2:
             raise ValueError(f"An on-disk instance matrix must be 2-d, got shape {tuple(array.shape)}.")
         self.array = array
@@ -93,14 +95,24 @@ class BackedRows:
         out = np.zeros((B, N, D), dtype=np.float32)
         bags = idx.numpy()
         n_real = mask.sum(1).numpy()
-        rows = 0
-        for i, b in enumerate(bags):
-            start, size = int(self.file_starts[b]), int(self.sizes[b])
-            block = self.array[start : start + size]
-            block = np.asarray(block.compute() if hasattr(block, "compute") else block, dtype=np.float32)
+        starts, sizes = self.file_starts[bags], self.sizes[bags]
+        span = None
+        if B > 1 and (starts[1:] == starts[:-1] + sizes[:-1]).all():
+            # consecutive bags (queries run through the file in order): one read for the whole batch
+            span = self._slice(int(starts[0]), int(starts[-1] + sizes[-1]))
+        for i in range(B):
+            start, size = int(starts[i]), int(sizes[i])
+            if span is None:
+                block = self._slice(start, start + size)
+            else:
+                block = span[start - starts[0] : start - starts[0] + size]
             take = offsets[i, : n_real[i]].numpy()
-            out[i, : n_real[i]] = block if len(take) == size and (take == np.arange(size)).all() else block[take]
-            rows += size
-            self.n_reads += 1
-        self.max_rows_read = max(self.max_rows_read, rows)
+            whole = len(take) == size and (take == np.arange(size)).all()
+            out[i, : n_real[i]] = block if whole else block[take]
+        self.n_reads += 1 if span is not None else B
+        self.max_rows_read = max(self.max_rows_read, int(sizes.sum()))
         return torch.from_numpy(out)
+
+    def _slice(self, a: int, b: int) -> np.ndarray:
+        block = self.array[a:b]
+        return np.asarray(block.compute() if hasattr(block, "compute") else block, dtype=np.float32)

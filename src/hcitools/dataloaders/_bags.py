@@ -121,7 +121,9 @@ class BagData:
                     raise ValueError(f"The label modality lacks the model's assays {_preview(missing)}.")
                 lab_mod = lab_mod[:, assays]
             lab = to_dense(lab_mod.X, np.float32)
-            label_index = np.asarray(adata_manager.get_from_registry(MIL_KEYS.LABEL_INDEX_REGISTRY)).reshape(-1)
+            label_index = np.asarray(adata_manager.get_from_registry(MIL_KEYS.LABEL_INDEX_REGISTRY)).reshape(
+                -1
+            )
         elif labels:
             # by assay name: the registry holds the model's assays, the frame may order (or hold) others
             assays = list(adata_manager.get_state_registry(MIL_KEYS.LABELS_REGISTRY).column_names)

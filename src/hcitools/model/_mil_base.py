@@ -53,8 +53,14 @@ from ..train._mil_plan import (
 )
 from ..train._run import history_file_dir, run_training, seed_and_reset
 from ..train._weighting import TaskWeighting
-from .base import BagIdField, LabelsField, PersistenceMixin
-from .base._mudata import LabelIndexField, MuDataBagIdField, MuDataLabelsField
+from .base import (
+    BagIdField,
+    LabelIndexField,
+    LabelsField,
+    MuDataBagIdField,
+    MuDataLabelsField,
+    PersistenceMixin,
+)
 
 logger = logging.getLogger("hcitools")
 
@@ -105,11 +111,17 @@ def _check_label_table(labels: AnnData, label_mod: str) -> pd.DataFrame:
     """The label modality as a DataFrame rows × assays of 1 / 0 / NaN (rows = compounds or wells)."""
     where = f"mdata.mod[{label_mod!r}]"
     if labels.obs_names.duplicated().any():
-        raise ValueError(f"{where}.obs_names repeat {_preview(labels.obs_names[labels.obs_names.duplicated()])}: one row per compound (or well).")
+        raise ValueError(
+            f"{where}.obs_names repeat {_preview(labels.obs_names[labels.obs_names.duplicated()])}: one row per compound (or well)."
+        )
     if labels.var_names.duplicated().any():
-        raise ValueError(f"{where}.var_names (assays) repeat {_preview(labels.var_names[labels.var_names.duplicated()])}.")
+        raise ValueError(
+            f"{where}.var_names (assays) repeat {_preview(labels.var_names[labels.var_names.duplicated()])}."
+        )
     try:
-        values = np.asarray(labels.X.toarray() if hasattr(labels.X, "toarray") else labels.X, dtype=np.float64)
+        values = np.asarray(
+            labels.X.toarray() if hasattr(labels.X, "toarray") else labels.X, dtype=np.float64
+        )
     except (TypeError, ValueError) as err:
         raise TypeError(f"{where}.X must hold numeric labels 1 / 0 / NaN: {err}") from err
     bad = ~(np.isnan(values) | (values == 0) | (values == 1))
@@ -435,7 +447,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         Notes
         -----
         Registers with scvi-tools' MuData fields: the embeddings (``MuDataLayerField`` / ``MuDataObsmField`` of the
-        instance modality), the labels (:class:`~hcitools.model.base._mudata.MuDataLabelsField`: the label
+        instance modality), the labels (:class:`~hcitools.model.base.MuDataLabelsField`: the label
         modality's ``X``), the bag, group and batch ids, and the row of each instance's labels
         (``mdata.mod[instance_mod].obs["_scvi_label_index"]``). Training reads one label row per bag, never one
         per instance. Queries (``predict``, ``get_attention``, ...) take this MuData, another MuData with the same
@@ -516,15 +528,23 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         x_field = (
             MuDataObsmField(REGISTRY_KEYS.X_KEY, rep_key, correct_data_format=False, **wrap)
             if rep_key is not None
-            else MuDataLayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False, correct_data_format=False, **wrap)
+            else MuDataLayerField(
+                REGISTRY_KEYS.X_KEY, layer, is_count_data=False, correct_data_format=False, **wrap
+            )
         )
         fields = [
             x_field,
             MuDataLabelsField(
-                MIL_KEYS.LABELS_REGISTRY, None, is_count_data=False, correct_data_format=False, mod_key=label_mod
+                MIL_KEYS.LABELS_REGISTRY,
+                None,
+                is_count_data=False,
+                correct_data_format=False,
+                mod_key=label_mod,
             ),
             MuDataBagIdField(MIL_KEYS.BAG_REGISTRY, bag_key, **wrap),
-            LabelIndexField(MIL_KEYS.LABEL_INDEX_REGISTRY, label_key, instance_mod=instance_mod, label_mod=label_mod),
+            LabelIndexField(
+                MIL_KEYS.LABEL_INDEX_REGISTRY, label_key, instance_mod=instance_mod, label_mod=label_mod
+            ),
         ]
         if group_key is not None:
             fields.append(MuDataBagIdField(MIL_KEYS.GROUP_REGISTRY, group_key, **wrap))
@@ -668,7 +688,11 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
     @property
     def _instance_mod(self) -> str | None:
         """The instance modality of a model set up with :meth:`setup_mudata` (else None)."""
-        return self._setup.get("instance_mod") if self.registry_.get("setup_method_name") == "setup_mudata" else None
+        return (
+            self._setup.get("instance_mod")
+            if self.registry_.get("setup_method_name") == "setup_mudata"
+            else None
+        )
 
     def _instances(self, adata):
         """The AnnData of the instances of ``adata`` (its instance modality for a MuData)."""
@@ -1257,6 +1281,33 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
                     out[key].extend(e[m].float().cpu().numpy() for e, m in zip(value, mask, strict=True))
         return data, {k: np.concatenate(v) if kinds[k] == "bag" else v for k, v in out.items()}
 
+    @torch.inference_mode()
+    def _write_instance_output(self, adata, key: str, batch_size: int, out: Any) -> Any:
+        """Write the per-instance output ``key`` (kind ``"bag_task_instance"``) into ``out`` batch by batch."""
+        if not (_is_int(batch_size) and batch_size >= 1):
+            raise ValueError(
+                f"`batch_size` must be an integer ≥ 1 (bags per forward pass), got {batch_size!r}."
+            )
+        self._check_if_trained(warn=True)
+        data = self._bag_data(adata)
+        shape = (len(data.order), len(self.assays))
+        if tuple(getattr(out, "shape", ())) != shape:
+            raise ValueError(
+                f"`out` must be an array of shape {shape} (instances × assays), got {getattr(out, 'shape', None)}."
+            )
+        self.module.eval()
+        for batch in bag_loader(data, np.arange(data.n_bags), batch_size=batch_size):
+            value = self.module.inference(batch[MIL_KEYS.X], batch[MIL_KEYS.MASK])[key]
+            for a, m, b in zip(value, batch[MIL_KEYS.MASK], batch[MIL_KEYS.BAG_INDEX].tolist(), strict=True):
+                rows = data.order[data.starts[b] : data.starts[b] + data.sizes[b]]
+                per_row = a[:, m].T.float().cpu().numpy()
+                if rows[-1] - rows[0] + 1 == len(rows) and (np.diff(rows) == 1).all():
+                    out[int(rows[0]) : int(rows[-1]) + 1] = per_row  # one slice (h5py, memmap)
+                else:
+                    sort = np.argsort(rows)
+                    out[rows[sort]] = per_row[sort]  # h5py needs increasing indices
+        return out
+
     @staticmethod
     def _unsort(data: BagData, per_bag_rows: list[np.ndarray]) -> np.ndarray:
         stacked = np.concatenate(per_bag_rows)
@@ -1339,7 +1390,9 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             pred = pred.groupby(data.groups, sort=False).mean()
         return pred
 
-    def get_attention(self, adata: AnnData | None = None, *, batch_size: int = 256) -> np.ndarray:
+    def get_attention(
+        self, adata: AnnData | None = None, *, batch_size: int = 256, out: Any = None
+    ) -> np.ndarray:
         """Attention of every instance for every assay; within each bag, each assay's attention sums to 1.
 
         Parameters
@@ -1348,12 +1401,17 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             Instances (same representation as at setup); default the training AnnData. Labels are not needed.
         batch_size
             Bags per forward pass.
+        out
+            An n_obs × n_assays array to write into batch by batch instead of building the result in memory, e.g.
+            an ``h5py`` dataset or a ``numpy.memmap`` (for screens whose attention does not fit in memory).
 
         Returns
         -------
-        ndarray n_obs × n_assays, rows following ``adata.obs_names``, columns ``model.assays``. Nothing is written
-        into ``adata`` (:func:`hcitools.tl.momil` stores it in ``obsm``).
+        ndarray n_obs × n_assays (or ``out``), rows following ``adata.obs_names``, columns ``model.assays``.
+        Nothing is written into ``adata`` (:func:`hcitools.tl.momil` stores it in ``obsm``).
         """
+        if out is not None:
+            return self._write_instance_output(adata, MODULE_KEYS.ATTENTION, batch_size, out)
         return self.get_module_outputs(adata, keys=[MODULE_KEYS.ATTENTION], batch_size=batch_size)[
             MODULE_KEYS.ATTENTION
         ]

@@ -152,11 +152,19 @@ def sort_by_bag(
         raise ValueError("adata.X is empty (None); sort_by_bag copies X.")
     codes, _ = pd.factorize(adata.obs[bag_key], sort=True)
     order = np.argsort(codes, kind="stable")
-    dropped = [name for name in ("layers", "obsp", "varm") if len(getattr(adata, name))]
+    # (a backed AnnData of anndata ≥ 0.13 lists X as the layer None)
+    dropped = [
+        name
+        for name in ("layers", "obsp", "varm")
+        if [k for k in getattr(adata, name).keys() if k is not None]
+    ]
     if dropped:
         warn(f"sort_by_bag does not copy {dropped} (only X, obs, var, obsm and uns).")
     obs = adata.obs.iloc[order].copy()
-    obsm = {k: (v.iloc[order] if isinstance(v, pd.DataFrame) else np.asarray(v)[order]) for k, v in adata.obsm.items()}
+    obsm = {
+        k: (v.iloc[order] if isinstance(v, pd.DataFrame) else np.asarray(v)[order])
+        for k, v in adata.obsm.items()
+    }
     skeleton = AnnData(obs=obs, var=adata.var.copy(), uns=dict(adata.uns), obsm=obsm)
     X = adata.X
     dtype = np.float64 if X.dtype == np.float64 else np.float32

@@ -36,7 +36,6 @@ def write_h5ad_blocks(
     n_features: int,
     dtype,
     blocks: Iterable[tuple[int, np.ndarray]] | Callable[[], Iterable[tuple[int, np.ndarray]]],
-    chunk_rows: int = 4096,
 ) -> AnnData:
     """Write ``skeleton`` (no ``X``) to ``path`` and fill ``X`` (n_obs × ``n_features``) from ``(start, block)`` pairs.
 
@@ -49,9 +48,9 @@ def write_h5ad_blocks(
     try:
         skeleton.write_h5ad(path)
         with h5py.File(path, "a") as f:
-            dset = f.create_dataset(
-                "X", shape=(n, n_features), dtype=dtype, chunks=(max(1, min(chunk_rows, n)), n_features)
-            )
+            # contiguous (not chunked): a bag is then read as one slice of the file, without decompressing or
+            # caching whole chunks of other bags' rows
+            dset = f.create_dataset("X", shape=(n, n_features), dtype=dtype)
             dset.attrs["encoding-type"] = "array"
             dset.attrs["encoding-version"] = "0.2.0"
             for start, block in blocks() if callable(blocks) else blocks:

@@ -10,7 +10,14 @@ from anndata import AnnData
 
 from .._constants import HCI_KEYS
 from .._utils import log_written
-from .._validate import _preview, check_anndata, check_constant_within, check_labels, check_obs_keys, check_str
+from .._validate import (
+    _preview,
+    check_anndata,
+    check_constant_within,
+    check_labels,
+    check_obs_keys,
+    check_str,
+)
 
 #: obs columns moved to the compound modality by default when they are constant within compounds.
 COMPOUND_COLUMNS = ("scaffold", "smiles", "SMILES", "inchikey", "InChIKey")
@@ -96,7 +103,9 @@ def to_mudata(
         ]
     else:
         compound_obs = [compound_obs] if isinstance(compound_obs, str) else list(compound_obs)
-        check_obs_keys(adata, {"compound_obs": c for c in compound_obs})
+        missing = [c for c in compound_obs if c not in adata.obs]
+        if missing:
+            raise KeyError(f"adata.obs has no columns {missing} (argument `compound_obs`).")
         for c in compound_obs:
             check_constant_within(
                 adata.obs[c],
@@ -108,7 +117,9 @@ def to_mudata(
     assays = [str(c) for c in labels.columns]
     if assay_var is not None:
         if not isinstance(assay_var, pd.DataFrame):
-            raise TypeError(f"`assay_var` must be a DataFrame indexed by assay, got {type(assay_var).__name__}.")
+            raise TypeError(
+                f"`assay_var` must be a DataFrame indexed by assay, got {type(assay_var).__name__}."
+            )
         unknown = [a for a in assay_var.index.astype(str) if a not in set(assays)]
         if unknown:
             raise ValueError(f"`assay_var` has rows for assays that are not labels: {_preview(unknown)}.")
@@ -137,7 +148,10 @@ def to_mudata(
             "observation. Rename the instances (e.g. `adata.obs_names = 'crop_' + adata.obs_names`)."
         )
     mdata = mudata.MuData({instance_mod: crops, label_mod: label_ad})
-    log_written("mdata", [f"mod[{instance_mod!r}]", f"mod[{label_mod!r}] ({label_ad.n_obs} compounds × {len(assays)} assays)"])
+    log_written(
+        "mdata",
+        [f"mod[{instance_mod!r}]", f"mod[{label_mod!r}] ({label_ad.n_obs} compounds × {len(assays)} assays)"],
+    )
     return mdata
 
 
@@ -172,16 +186,22 @@ def from_mudata(
         raise TypeError(f"`mdata` must be a MuData, got {type(mdata).__name__}.")
     for name, mod in (("instance_mod", instance_mod), ("label_mod", label_mod)):
         if mod not in mdata.mod:
-            raise KeyError(f"The MuData has no modality {mod!r} (argument `{name}`); it has {list(mdata.mod)}.")
+            raise KeyError(
+                f"The MuData has no modality {mod!r} (argument `{name}`); it has {list(mdata.mod)}."
+            )
     crops, labels = mdata.mod[instance_mod], mdata.mod[label_mod]
     check_obs_keys(crops, {"label_key": label_key})
     if labels_key in crops.obsm:
-        raise ValueError(f"mdata.mod[{instance_mod!r}].obsm[{labels_key!r}] exists already; pass another `labels_key`.")
+        raise ValueError(
+            f"mdata.mod[{instance_mod!r}].obsm[{labels_key!r}] exists already; pass another `labels_key`."
+        )
     rows = pd.Index(labels.obs_names.astype(str)).get_indexer(crops.obs[label_key].astype(str).to_numpy())
     X = np.asarray(labels.X.toarray() if hasattr(labels.X, "toarray") else labels.X, dtype=np.float32)
     table = np.vstack([X, np.full((1, X.shape[1]), np.nan, np.float32)])
     out = crops.to_memory() if crops.isbacked else crops.copy()
     out.obsm[labels_key] = pd.DataFrame(
-        table[np.where(rows >= 0, rows, len(table) - 1)], index=out.obs_names, columns=labels.var_names.astype(str)
+        table[np.where(rows >= 0, rows, len(table) - 1)],
+        index=out.obs_names,
+        columns=labels.var_names.astype(str),
     )
     return out

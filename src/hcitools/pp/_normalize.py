@@ -388,7 +388,8 @@ def normalize_plates(
         "rep_key": rep_key,
         "key_added": key_added,
     }
-    if path is not None or getattr(adata, "isbacked", False):
+    read_only = getattr(adata, "isbacked", False) and getattr(adata.file, "_filemode", None) == "r"
+    if path is not None or (read_only and not copy):
         return _normalize_to_file(adata, normalizer, params, path=path, overwrite=overwrite, copy=copy)
     X = get_rep(adata, rep_key=rep_key)
     is_control = check_controls(adata, control_key, control_value, plate_key)
@@ -439,17 +440,22 @@ def _normalize_to_file(
     if path is None:
         raise ValueError(
             f"`adata` is backed by {str(adata.filename)!r}: pass `path=` a new .h5ad file to write the normalised "
-            "screen to (normalised out of core, block by block), or load it into memory (`adata.to_memory()`)."
+            "screen to (normalised out of core, block by block), load it into memory (`adata.to_memory()`), or "
+            "open the file with `anndata.read_h5ad(path, backed='r+')` to normalise X in place."
         )
     for name in ("rep_key", "key_added"):
         if params[name] is not None:
-            raise ValueError(f"With `path`, the normalised features go to X of the new file: `{name}` must be None.")
+            raise ValueError(
+                f"With `path`, the normalised features go to X of the new file: `{name}` must be None."
+            )
     if copy:
         raise ValueError("`copy=True` and `path` exclude each other: with `path` the new file is returned.")
     path = check_out_path(path, overwrite=overwrite)
     if adata.isbacked and str(adata.filename) == str(path):
         raise ValueError("`path` is the file `adata` is backed by; write to a new file.")
-    check_free_keys(adata, {"uns": "normalize_plates", "var": "normalize_plates_degenerate"}, overwrite=overwrite)
+    check_free_keys(
+        adata, {"uns": "normalize_plates", "var": "normalize_plates_degenerate"}, overwrite=overwrite
+    )
     X = get_rep(adata)  # backed: the finite check scans the file in row blocks
     is_control = check_controls(adata, params["control_key"], params["control_value"], params["plate_key"])
     plates = adata.obs[params["plate_key"]].to_numpy()
@@ -475,6 +481,8 @@ def _normalize_to_file(
             yield start, res.astype(dtype, copy=False)
 
     out = write_h5ad_blocks(path, skeleton, n_features=X.shape[1], dtype=dtype, blocks=blocks)
-    logger.info(f"normalised {len(normalizer.center_)} plates against {len(ctrl)} control instances (out of core)")
+    logger.info(
+        f"normalised {len(normalizer.center_)} plates against {len(ctrl)} control instances (out of core)"
+    )
     log_written(path, ["X", "var['normalize_plates_degenerate']", "uns['normalize_plates']"])
     return out
