@@ -409,6 +409,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         """Setup slot: the fields a subclass registers beyond the shared ones (e.g. M4's grid positions), from
         the stored setup arguments (those a subclass passes as ``extra_setup_args`` included)."""
         return []
+
     def setup_mudata(
         cls,
         mdata,
