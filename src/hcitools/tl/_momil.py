@@ -133,7 +133,7 @@ def momil(
     bag_key: str = HCI_KEYS.WELL,
     labels_key: str = HCI_KEYS.ASSAYS,
     group_key: str = HCI_KEYS.COMPOUND,
-    method: Literal["momil", "stl", "mean_mlp", "multilabel_mil"] = "momil",
+    method: str = "momil",
     key_added: str = "momil",
     seed: int = 0,
     rep_key: str | None = None,
@@ -173,7 +173,11 @@ def momil(
         As in :meth:`hcitools.model.MoMIL.setup_anndata`.
     method
         ``"momil"`` (multi-task), ``"stl"`` (one single-assay MoMIL per primary assay, or per assay when
-        ``primary_assays`` is None), ``"mean_mlp"`` or ``"multilabel_mil"``.
+        ``primary_assays`` is None), ``"mean_mlp"``, ``"multilabel_mil"``, ``"m4"`` (:class:`~hcitools.model.M4`)
+        or one of 002's single-task baselines through torchmil (:class:`~hcitools.model.TorchMIL`, one model
+        per assay; ``pip install 'hcitools[baselines]'``): ``"torchmil_abmil"``, ``"torchmil_dsmil"``,
+        ``"torchmil_dtfd"``, ``"torchmil_transmil"``, ``"torchmil_mean"``, ``"torchmil_max"``. The registry
+        is ``hcitools.tl._cv.MIL_METHODS``.
     key_added
         Where to write results (see Returns).
     seed
