@@ -68,7 +68,9 @@ def main() -> None:
         t_mtae.append(seconds_per_epoch(fit_mtae, args.epochs))
         t_scgen.append(seconds_per_epoch(fit_scgen, args.epochs))
     m, s = statistics.median(t_mtae), statistics.median(t_scgen)
-    print(f"{train.n_obs} cells × {train.n_vars} genes, {args.threads} thread(s), {args.repeats} × {args.epochs} epochs each")
+    print(
+        f"{train.n_obs} cells × {train.n_vars} genes, {args.threads} thread(s), {args.repeats} × {args.epochs} epochs each"
+    )
     print(f"MTAe : {m:.3f} s/epoch (runs: {', '.join(f'{t:.2f}' for t in t_mtae)})")
     print(f"scGen: {s:.3f} s/epoch (runs: {', '.join(f'{t:.2f}' for t in t_scgen)})")
     print(f"MTAe / scGen epoch-time ratio: {m / s:.2f}× (≤ 1: MTAe is at least as fast)")
