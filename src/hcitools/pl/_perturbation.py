@@ -274,7 +274,7 @@ def perturbation_metrics(
         counts = n[metric].reindex(models).fillna(0).astype(int).to_numpy()
         bar_colours = ["lightgrey" if m in _BASELINES else c for m, c in zip(models, colours, strict=True)]
         a.bar(x, np.nan_to_num(values), color=bar_colours, edgecolor="black", linewidth=0.5,
-              yerr=np.where(counts > 1, np.nan_to_num(errs), 0.0), capsize=2)  # fmt: skip
+              yerr=np.where(counts > 1, np.nan_to_num(errs), 0.0) if (counts > 1).any() else None, capsize=2)  # fmt: skip
         for i, v in enumerate(values):
             if not np.isfinite(v):
                 a.text(i, 0, "n/a", ha="center", va="bottom", fontsize="x-small")

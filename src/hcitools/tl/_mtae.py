@@ -29,6 +29,7 @@ from ._perturbation_eval import (
     _check_eval_args,
     _evaluate,
     _matrix,
+    _release,
 )
 
 _SCALARS = (int, float, str, bool)
@@ -173,8 +174,11 @@ def mtae(
     with quiet_loggers("scvi", "lightning.pytorch", "lightning.fabric"):
         MTAe.setup_anndata(train, **keys)
         model = MTAe(train, variant=variant, **model_kwargs)
-        model.train(seed=int(seed), **train_kwargs)
-        pred = model.predict(ctrl, condition=condition)
+        try:
+            model.train(seed=int(seed), **train_kwargs)
+            pred = model.predict(ctrl, condition=condition)
+        finally:
+            _release(model, train)  # scvi-tools' class-level stores would otherwise keep the split's data
     for col in [c for c in pred.obs.columns if str(c).startswith("_scvi_")]:
         del pred.obs[col]
     pred.uns.pop("_scvi_uuid", None)

@@ -8,6 +8,20 @@ import torch
 from .._constants import PERTURBATION_REGISTRY_KEYS
 
 
+def _adam(params: list, **kwargs) -> torch.optim.Adam:
+    """torch's fused Adam (one kernel per step for all parameters) where the device supports it, else the default.
+
+    The autoencoder's weights are dominated by the gene-wide first and last layers (e.g. 2 × 7,000 × 800 at
+    scGen's widths): the default single-tensor Adam ran ~10 element-wise kernels over them per step, 0.28 s of a
+    0.9 s CPU step (measured on Kang, benchmarks/perturbation_speed.py); fused Adam takes 0.05 s. It computes the
+    same update (up to float rounding).
+    """
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError, TypeError):  # a device or dtype without a fused kernel
+        return torch.optim.Adam(params, **kwargs)
+
+
 class MTAeTrainingPlan(pl.LightningModule):
     """Adam on the autoencoder; with a latent discriminator, ``n_discriminator_steps`` discriminator steps per batch.
 
@@ -64,9 +78,9 @@ class MTAeTrainingPlan(pl.LightningModule):
 
     def configure_optimizers(self):
         ae = [p for n, p in self.module.named_parameters() if not n.startswith("discriminator.")]
-        opts = [torch.optim.Adam(ae, lr=self.lr, weight_decay=self.weight_decay)]
+        opts = [_adam(ae, lr=self.lr, weight_decay=self.weight_decay)]
         if self.module.discriminator is not None:
-            opts.append(torch.optim.Adam(self.module.discriminator.parameters(), lr=self.lr))
+            opts.append(_adam(list(self.module.discriminator.parameters()), lr=self.lr))
         return opts
 
     def _log(self, name: str, value, n: int, prog_bar: bool = False) -> None:
