@@ -21,7 +21,9 @@ FIX = "run `make tutorials` (or `jupyter execute --inplace tutorials/<name>.ipyn
 
 def _code_cells(path: Path) -> list[tuple[int, dict]]:
     nb = json.loads(path.read_text(encoding="utf-8"))
-    return [(i, c) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    return [
+        (i, c) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and "".join(c["source"]).strip()
+    ]
 
 
 def _shows_a_value(source: str) -> bool:
@@ -37,8 +39,10 @@ def _shows_a_value(source: str) -> bool:
         tree = ast.parse("\n".join(lines))
     except SyntaxError:
         return False
-    return bool(tree.body) and isinstance(tree.body[-1], ast.Expr) and isinstance(
-        tree.body[-1].value, ast.Name | ast.Attribute | ast.Subscript
+    return (
+        bool(tree.body)
+        and isinstance(tree.body[-1], ast.Expr)
+        and isinstance(tree.body[-1].value, ast.Name | ast.Attribute | ast.Subscript)
     )
 
 
@@ -77,7 +81,9 @@ def test_tutorials_are_linked_and_listed():
     toctree = (ROOT / "docs" / "tutorials.md").read_text(encoding="utf-8")
     listed = set(re.findall(r"^tutorials/([\w.-]+)\s*$", toctree, flags=re.MULTILINE))
     for link in links.iterdir():
-        assert link.is_symlink(), f"docs/tutorials/{link.name} should be a symlink to ../../tutorials/{link.name}"
+        assert link.is_symlink(), (
+            f"docs/tutorials/{link.name} should be a symlink to ../../tutorials/{link.name}"
+        )
         assert link.resolve().is_file(), f"docs/tutorials/{link.name} does not resolve ({link.readlink()})"
         assert link.resolve().parent == (ROOT / "tutorials").resolve(), link.readlink()
     for path in NOTEBOOKS:
