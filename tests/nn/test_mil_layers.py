@@ -189,8 +189,11 @@ def test_size_grouped_sampler_is_a_shuffle_with_less_padding():
 
 @pytest.mark.parametrize("head", HEADS)
 def test_tasks_are_blocked_on_cpu_only(head, monkeypatch):
-    """200 assays at a realistic batch: several blocks on CPU; one block of all tasks on other devices and with
-    TASK_BLOCK_ELEMENTS=None (checked on the meta device, which runs the same code path without a GPU)."""
+    """200 assays: several blocks on CPU; one block of all tasks on other devices and with
+    TASK_BLOCK_ELEMENTS=None (checked on the meta device, which runs the same code path without a GPU).
+
+    16 bags of 16 instances still make several blocks under the default TASK_BLOCK_ELEMENTS = 2**20 (4–8,
+    depending on the head's width): the same block logic as a 256-bag batch, at a sixteenth of the compute."""
     import hcitools.nn._mil as mil
 
     m = MoMILModule(16, 200, head=head, n_hidden=16, n_head_hidden=64, dropout=0.0)
@@ -203,7 +206,7 @@ def test_tasks_are_blocked_on_cpu_only(head, monkeypatch):
         return original(self, h, *args)
 
     monkeypatch.setattr(type(heads), "_forward_block", counting)
-    x, mask = torch.randn(256, 16, 16), torch.ones(256, 16, dtype=torch.bool)
+    x, mask = torch.randn(16, 16, 16), torch.ones(16, 16, dtype=torch.bool)
     with torch.no_grad():
         m.inference(x, mask)
     assert len(calls) > 1 and sum(calls) == 200  # blocks of tasks covering every task once
@@ -218,4 +221,4 @@ def test_tasks_are_blocked_on_cpu_only(head, monkeypatch):
     with torch.no_grad():
         out = m_meta.inference(x.to("meta"), mask.to("meta"))
     assert calls == [200]
-    assert out["logits"].shape == (256, 200)
+    assert out["logits"].shape == (16, 200)
