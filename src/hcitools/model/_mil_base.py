@@ -410,6 +410,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         the stored setup arguments (those a subclass passes as ``extra_setup_args`` included)."""
         return []
 
+    @classmethod
     def setup_mudata(
         cls,
         mdata,
