@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import hcitools as ht
-from hcitools._constants import MODULE_KEYS
+from hcitools._constants import MIL_KEYS, MODULE_KEYS
 from hcitools.dataloaders import BagData, BagDataSplitter
 from hcitools.train._pseudo import PseudoLabels, check_pseudo_labels
 
@@ -15,8 +15,11 @@ torch.set_num_threads(1)
 class _FixedLogits(torch.nn.Module):
     """A stand-in module whose logit for every task is the bag's first feature (same on all instances)."""
 
-    def inference(self, X, mask):
-        return {MODULE_KEYS.LOGITS: X[:, 0, :2]}
+    def _get_inference_input(self, tensors):  # the module protocol (MILModuleBase)
+        return {"x": tensors[MIL_KEYS.X], "mask": tensors[MIL_KEYS.MASK]}
+
+    def inference(self, x, mask):
+        return {MODULE_KEYS.LOGITS: x[:, 0, :2]}
 
 
 def _splitter():

@@ -220,10 +220,10 @@ class BagCollator:
             n_max = int(sizes.max())
             offsets = torch.arange(n_max)[None].expand(len(idx), -1)
             mask = offsets < sizes[:, None]
+        rows = (starts[:, None] + offsets).masked_fill(~mask, 0)  # bag-sorted rows (X in memory, positions)
         if isinstance(self.data.X, BackedRows):  # on disk: one contiguous read per bag
             X = self.data.X.read(idx, offsets, mask)
         else:
-            rows = (starts[:, None] + offsets).masked_fill(~mask, 0)
             X = self.data.X[rows] * mask[..., None]
         out = {
             MIL_KEYS.X: X,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from anndata import AnnData
+from scvi.data.fields import MuDataWrapper
 
 from .._constants import HCI_KEYS, MIL_KEYS, MODULE_KEYS
 from .._utils import warn
@@ -34,6 +35,10 @@ def _check_grid_keys(adata: AnnData, grid_keys, bag_key: str) -> list[str] | Non
     if bag_key in adata.obs:  # else setup's own check names the missing bag column
         grid_positions(adata.obs, bag_key, grid_keys)
     return grid_keys
+
+
+class MuDataGridField(MuDataWrapper(GridField)):
+    """:class:`~hcitools.model.base.GridField` on the instance modality of a MuData (scvi-tools' wrapper)."""
 
 
 class M4(MILModelBase):
@@ -151,10 +156,42 @@ class M4(MILModelBase):
         )
 
     @classmethod
+    def setup_mudata(
+        cls, mdata, *, grid_keys: Sequence[str] | None = None, instance_mod: str = "crops", **kwargs
+    ):
+        """Register a screen in the MuData layout for M4 (see :meth:`hcitools.model.MoMIL.setup_mudata`).
+
+        Parameters
+        ----------
+        mdata, instance_mod, kwargs
+            As in :meth:`hcitools.model.MoMIL.setup_mudata` (``bag_key``, ``label_mod``, ``group_key``, ...).
+        grid_keys
+            As in :meth:`setup_anndata`, obs columns of the instance modality.
+        """
+        if hasattr(mdata, "mod") and isinstance(instance_mod, str) and instance_mod in mdata.mod:
+            grid_keys = _check_grid_keys(
+                mdata.mod[instance_mod], grid_keys, kwargs.get("bag_key", HCI_KEYS.WELL)
+            )
+        super().setup_mudata(
+            mdata, instance_mod=instance_mod, extra_setup_args={"grid_keys": grid_keys}, **kwargs
+        )
+
+    @classmethod
     def _extra_fields(cls, adata: AnnData, **setup_args) -> list:
         grid_keys = setup_args.get("grid_keys")
         if grid_keys is None:
             return []
+        instance_mod = setup_args.get("instance_mod")
+        if instance_mod is not None:  # MuData: the positions of the instance modality
+            return [
+                MuDataGridField(
+                    MIL_KEYS.GRID_REGISTRY,
+                    list(grid_keys),
+                    setup_args["bag_key"],
+                    mod_key=instance_mod,
+                    mod_required=True,
+                )
+            ]
         return [GridField(MIL_KEYS.GRID_REGISTRY, list(grid_keys), setup_args["bag_key"])]
 
     def __init__(
@@ -264,6 +301,7 @@ class M4(MILModelBase):
         *,
         expert: int | Literal["all"] | None = None,
         batch_size: int = 256,
+        out: Any = None,
     ) -> np.ndarray:
         """Attention of every instance, per assay (gate-weighted) or per expert.
 
@@ -277,6 +315,9 @@ class M4(MILModelBase):
             integer e: expert e's attention, n_obs.
         batch_size
             Bags per forward pass.
+        out
+            With ``expert=None``: an n_obs × n_assays array (h5py dataset, memmap) to write the attention into
+            batch by batch, as in :meth:`hcitools.model.MoMIL.get_attention`; it is returned.
 
         Returns
         -------
@@ -284,7 +325,12 @@ class M4(MILModelBase):
         written into ``adata``.
         """
         if expert is None:
-            return super().get_attention(adata, batch_size=batch_size)
+            return super().get_attention(adata, batch_size=batch_size, out=out)
+        if out is not None:
+            raise ValueError(
+                f"`out` is supported with expert=None (per-assay attention) only, got expert={expert!r}; "
+                "per-expert attention is returned in memory."
+            )
         if isinstance(expert, str) and expert != "all":
             raise ValueError(f"`expert` must be None, 'all' or an expert index, got {expert!r}.")
         if expert != "all":

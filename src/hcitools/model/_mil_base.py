@@ -407,7 +407,8 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
     @classmethod
     def _extra_fields(cls, adata: AnnData, **setup_args) -> list:
         """Setup slot: the fields a subclass registers beyond the shared ones (e.g. M4's grid positions), from
-        the stored setup arguments (those a subclass passes as ``extra_setup_args`` included)."""
+        the stored setup arguments (those a subclass passes as ``extra_setup_args`` included). From
+        :meth:`setup_mudata` it also gets ``instance_mod`` (wrap the fields for that modality)."""
         return []
 
     @classmethod
@@ -460,6 +461,8 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             setup_method_args["setup_args"]["aux_keys"] = (
                 [aux_keys] if isinstance(aux_keys, str) else list(aux_keys)
             )
+        # a subclass's own setup arguments (checked by it), as in `setup_anndata`; read by `_extra_fields`
+        setup_method_args["setup_args"].update(kwargs.pop("extra_setup_args", None) or {})
         if not _is_mudata(mdata):
             raise TypeError(
                 f"`mdata` must be a MuData, got {type(mdata).__name__}; for an AnnData use `setup_anndata` (or "
@@ -554,6 +557,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             fields.append(MuDataBagIdField(MIL_KEYS.BATCH_REGISTRY, batch_key, **wrap))
         if aux_keys is not None:
             fields.append(MuDataAuxField(MIL_KEYS.AUX_REGISTRY, aux_keys, **wrap))
+        fields.extend(cls._extra_fields(mdata, **setup_method_args["setup_args"]))  # with `instance_mod`
         adata_manager = AnnDataManager(
             fields=fields,
             setup_method_args=setup_method_args,
@@ -1160,6 +1164,18 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         if pseudo_labels is not None:
             from ..train._pseudo import PseudoLabels
 
+            if not splitter.n_val:
+                raise ValueError(
+                    "`pseudo_labels` needs validation bags (its thresholds come from correctly classified "
+                    "validation bags), but this split has none; give `validation_size` > 0 or "
+                    "`validation_key` / `validation_values`, or train without `pseudo_labels`."
+                )
+            if pseudo_labels["warmup"] >= d.max_epochs:
+                warn(
+                    f"`pseudo_labels` warmup={pseudo_labels['warmup']} is not below max_epochs={d.max_epochs}: "
+                    "no pseudo-label will be assigned in this training.",
+                    UserWarning,
+                )
             splitter.include_unlabelled = True  # unlabelled training bags get pseudo-labels
             callbacks = [PseudoLabels(splitter, **pseudo_labels), *callbacks]
         trainer_kwargs.setdefault("log_every_n_steps", 1)
@@ -1299,7 +1315,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             )
         self.module.eval()
         for batch in bag_loader(data, np.arange(data.n_bags), batch_size=batch_size):
-            value = self.module.inference(batch[MIL_KEYS.X], batch[MIL_KEYS.MASK])[key]
+            value = self.module.inference(**self.module._get_inference_input(batch))[key]  # M4: positions too
             for a, m, b in zip(value, batch[MIL_KEYS.MASK], batch[MIL_KEYS.BAG_INDEX].tolist(), strict=True):
                 rows = data.order[data.starts[b] : data.starts[b] + data.sizes[b]]
                 per_row = a[:, m].T.float().cpu().numpy()

@@ -206,6 +206,12 @@ def impute_labels(
     [-1, 0]
     """
     # 1. validate everything
+    if hasattr(adata, "mod") and not isinstance(adata, AnnData):
+        raise TypeError(
+            "`adata` is a MuData: `impute_labels` writes imputed labels per instance into an AnnData's obsm. "
+            "Convert with `adata = ht.pp.from_mudata(mdata)`, set up and train the model on it, then impute; or "
+            "use `ht.tl.momil(mdata, impute='conformal')`, which does this per fold."
+        )
     check_anndata(adata)
     check_choice(method, "method", ["conformal"])
     p = check_real(p, "p", min=0.5, max=1, min_inclusive=False, max_inclusive=False)
@@ -219,6 +225,12 @@ def impute_labels(
             "does not keep its split)."
         )
     s = model._setup
+    if "labels_key" not in s:  # registered with setup_mudata: labels live in the compound modality
+        raise ValueError(
+            "`model` was set up with `setup_mudata`; `impute_labels` needs a model set up with `setup_anndata` "
+            "on an AnnData with obsm labels (convert with `ht.pp.from_mudata`), or use "
+            "`ht.tl.momil(mdata, impute='conformal')`."
+        )
     labels_key, bag_key = s["labels_key"], s["bag_key"]
     round_key = f"{key_added}{ROUND_SUFFIX}"
     continuing = labels_key == key_added

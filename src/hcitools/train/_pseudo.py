@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from .._constants import MIL_KEYS, MODULE_KEYS
+from .._constants import MODULE_KEYS
 from .._validate import _preview, check_int, check_real
 
 _KEYS = ("warmup", "every", "percentile", "emphasis", "key_assays")
@@ -105,9 +105,10 @@ class PseudoLabels(pl.Callback):
         module.eval()
         out = []
         for batch in bag_loader(self.splitter.data, bags, batch_size=self.splitter.batch_size):
+            batch = {k: v.to(pl_module.device) for k, v in batch.items()}
             res = module.inference(
-                batch[MIL_KEYS.X].to(pl_module.device), batch[MIL_KEYS.MASK].to(pl_module.device)
-            )
+                **module._get_inference_input(batch)
+            )  # every input the module reads (M4: positions)
             out.append(torch.sigmoid(res[MODULE_KEYS.LOGITS]).float())
         module.train(was_training)
         return torch.cat(out)
