@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -35,7 +36,8 @@ def test_linear_probe_table(pretrained):
     assert list(res["shots"]) == [2, 2, "all", "all"] and list(res["method"]) == ["linear_probe", "stl"] * 2
     assert list(res["n_repeats"]) == [3, 3, 1, 1]
     assert res["auroc_mean"].between(0, 1).all() and res.loc[res["shots"] == "all", "auroc_sd"].isna().all()
-    draws = res.attrs["draws"]
+    repr(pd.concat([res, res], axis=1))  # the result prints and concatenates (its attrs hold no DataFrame)
+    draws = pd.DataFrame(res.attrs["draws"])
     assert len(draws) == 8
     np.testing.assert_allclose(
         res["auroc_mean"], draws.groupby(["shots", "method"], sort=False)["auroc"].mean().to_numpy()

@@ -80,7 +80,9 @@ def linear_probe(
     DataFrame, one row per setting and method (``linear_probe``, and ``stl`` with ``baseline``): ``shots``
     (``k`` or ``"all"``), ``method``, ``auroc_mean``, ``auroc_sd`` (over the draws; NaN for one draw),
     ``n_repeats``, ``n_pool_pos``, ``n_pool_neg``, ``n_test_pos``, ``n_test_neg``; the per-draw AUROCs are in
-    ``.attrs["draws"]``. Nothing is written into ``adata``.
+    ``.attrs["draws"]`` as a dict of columns (``pd.DataFrame(res.attrs["draws"])``; a DataFrame there would
+    break pandas' printing and concatenation of the result, which compare ``attrs``). Nothing is written into
+    ``adata``.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -161,7 +163,7 @@ def linear_probe(
     )
     summary["n_pool_pos"], summary["n_pool_neg"] = int(counts.get(1, 0)), int(counts.get(0, 0))
     summary["n_test_pos"], summary["n_test_neg"] = int(y_test.sum()), int((y_test == 0).sum())
-    summary.attrs["draws"] = draws
+    summary.attrs["draws"] = draws.to_dict(orient="list")  # primitives: pandas compares attrs with ==
     logger.info(
         f"linear_probe on {assay!r}: "
         + ", ".join(f"{r.shots}/{r.method} {r.auroc_mean:.3f}" for r in summary.itertuples())
