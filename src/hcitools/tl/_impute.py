@@ -104,6 +104,19 @@ def emphasised(th_pos: np.ndarray, th_neg: np.ndarray, key: np.ndarray, emphasis
     return np.where(key, th_pos, a_pos * th_pos), np.where(key, th_neg, a_neg * th_neg)
 
 
+def check_truth_key(adata: AnnData, truth_key: str | None, assays) -> None:
+    """``adata.obsm[truth_key]`` (complete true labels, e.g. a simulator's) exists and holds every assay."""
+    if truth_key is None:
+        return
+    if truth_key not in adata.obsm:
+        raise KeyError(f"adata.obsm has no {truth_key!r} (argument `truth_key`).")
+    lacking = [a for a in assays if a not in adata.obsm[truth_key].columns]
+    if lacking:
+        raise ValueError(
+            f"adata.obsm[{truth_key!r}] lacks the assays {_preview(lacking)} (argument `truth_key`)."
+        )
+
+
 def _unit_frames(adata: AnnData, model) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, pd.Series, str]:
     """Probabilities and labels per labelling unit (compounds with ``group_key``, else bags), the bag → unit map
     and the unit of every instance."""
@@ -263,14 +276,7 @@ def impute_labels(
         raise ValueError(
             f"`primary_assays` {_preview(unknown)} are not assays of the model ({_preview(assays)})."
         )
-    if truth_key is not None:
-        if truth_key not in adata.obsm:
-            raise KeyError(f"adata.obsm has no {truth_key!r} (argument `truth_key`).")
-        lacking = [a for a in assays if a not in adata.obsm[truth_key].columns]
-        if lacking:
-            raise ValueError(
-                f"adata.obsm[{truth_key!r}] lacks the assays {_preview(lacking)} (argument `truth_key`)."
-            )
+    check_truth_key(adata, truth_key, assays)
     if not split["validation"]:
         raise ValueError("The model was trained without validation bags: conformal thresholds need them.")
 

@@ -26,6 +26,7 @@ from .._validate import (
 )
 from ._cv import cross_validate, get_method
 from ._evaluate import evaluate_assays
+from ._impute import check_truth_key
 
 
 def bag_size_baseline(
@@ -291,14 +292,7 @@ def momil(
     rounds = check_int(rounds, "rounds", min=1)
     impute_kwargs = _check_impute_kwargs(impute_kwargs, impute)
     truth_key = check_str(truth_key, "truth_key", allow_none=True)
-    if truth_key is not None:
-        if truth_key not in adata.obsm:
-            raise KeyError(f"adata.obsm has no {truth_key!r} (argument `truth_key`).")
-        lacking = [a for a in assays if a not in adata.obsm[truth_key].columns]
-        if lacking:
-            raise ValueError(
-                f"adata.obsm[{truth_key!r}] lacks the assays {lacking[:5]} (argument `truth_key`)."
-            )
+    check_truth_key(adata, truth_key, assays)
     out_assays = list(primary_assays) if (spec.single_task and primary_assays) else assays
     setup = {
         "bag_key": bag_key,
