@@ -10,6 +10,13 @@ identity and mean-shift baselines (and scGen with ``--scgen``, which needs JAX) 
 Options reduce it (``--seeds``, ``--cell-types``, ``--models``, ``--epochs``, ``--n-genes`` for the most variable
 genes only, ``--n-boot``); ``--markdown FILE`` writes the tables as a Markdown page with the exact command.
 
+The protocol runs fold by fold (one held-out cell type × one seed: every model, baseline and the ceiling) and
+appends each finished fold's rows to ``<out>_tidy.csv`` with the run's configuration in ``<out>_config.json``. With
+``--resume`` a run skips the folds already in that file (after checking that the configuration is the same), so the
+full protocol can be spread over several sittings (``kill`` it at any point: at most the running fold is lost);
+``--report-only`` prints and writes the tables of the folds done so far, saying how many of the protocol's folds
+they are.
+
 Writes ``<out>_table1.csv`` (per-metric score with the raw value in parentheses, as Table 1 of paper 004),
 ``<out>_ranks.csv`` (rank score, rank average), ``<out>_per_cell_type.csv`` and ``<out>_tidy.csv``; prints the
 overall winner, then per held-out cell type the winner among the models (rank score over that cell type's seeds),
@@ -20,6 +27,7 @@ ceiling.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -110,6 +118,12 @@ def main() -> None:
     parser.add_argument("--n-hidden", type=int, nargs="+", default=[512, 256])
     parser.add_argument("--out", default="kang_benchmark")
     parser.add_argument("--markdown", default=None, help="write the tables to this Markdown file")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue <out>_tidy.csv: skip the folds already in it"
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="only tabulate the folds in <out>_tidy.csv (no training)"
+    )
     parser.add_argument("--data", default=os.environ.get("HCITOOLS_DATA", "../shared/data"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -119,15 +133,58 @@ def main() -> None:
     if args.n_genes is not None:
         adata = most_variable(adata, args.n_genes)
     baselines = ("identity", "mean_shift", "scgen") if args.scgen else ("identity", "mean_shift")
+    cell_types = args.cell_types or [
+        str(c) for c in pd.unique(adata.obs["cell_type"])
+    ]  # benchmark_perturbation checks that each has control and stimulated cells
+    config = {
+        "epochs": args.epochs, "models": list(args.models), "baselines": list(baselines),
+        "n_genes": args.n_genes, "n_boot": args.n_boot, "distances": args.distances, "n_latent": args.n_latent,
+        "n_hidden": list(args.n_hidden), "n_vars": int(adata.n_vars),
+    }  # fmt: skip
+    tidy_path, config_path = f"{args.out}_tidy.csv", f"{args.out}_config.json"
+    done = pd.DataFrame(columns=["model", "cell_type", "seed", "metric", "value"])
+    if args.resume or args.report_only:
+        if os.path.exists(tidy_path):
+            with open(config_path) as f:
+                saved = json.load(f)
+            if saved != config:
+                sys.exit(
+                    f"{tidy_path} was written with another configuration ({config_path}: {saved}); this run is "
+                    f"{config}. Use another --out or the same options."
+                )
+            done = pd.read_csv(tidy_path)
+    elif os.path.exists(tidy_path):
+        sys.exit(f"{tidy_path} exists: pass --resume to continue it, or another --out.")
+    folds = [(c, int(s)) for s in args.seeds for c in cell_types]  # seed-major: each seed complete in turn
+    finished = set(zip(done["cell_type"].astype(str), done["seed"].astype(int), strict=True))
+    todo = [] if args.report_only else [f for f in folds if f not in finished]
+    print(
+        f"{len(folds)} folds in this configuration; {len(folds) - len(todo)} already done, {len(todo)} to run"
+    )
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        tidy = ht.tl.benchmark_perturbation(
-            adata, models=args.models, cell_types=args.cell_types, seeds=args.seeds, baselines=baselines,
-            model_kwargs={"n_latent": args.n_latent, "n_hidden": tuple(args.n_hidden)},
-            train_kwargs={"max_epochs": args.epochs, "batch_size": 128}, eval_kwargs={"n_boot": args.n_boot, **({} if args.distances is None else {"distances": tuple(args.distances)})},
-            progress=False,
-        )  # fmt: skip
-    tidy.to_csv(f"{args.out}_tidy.csv", index=False)
+        for i, (cell_type, seed) in enumerate(todo):
+            t = time.perf_counter()
+            fold = ht.tl.benchmark_perturbation(
+                adata, models=args.models, cell_types=[cell_type], seeds=[seed], baselines=baselines,
+                model_kwargs={"n_latent": args.n_latent, "n_hidden": tuple(args.n_hidden)},
+                train_kwargs={"max_epochs": args.epochs, "batch_size": 128}, eval_kwargs={"n_boot": args.n_boot, **({} if args.distances is None else {"distances": tuple(args.distances)})},
+                progress=False,
+            )  # fmt: skip
+            fold.to_csv(tidy_path, mode="a", header=not os.path.exists(tidy_path), index=False)
+            print(
+                f"fold {i + 1}/{len(todo)}: {cell_type}, seed {seed} ({time.perf_counter() - t:.0f} s)",
+                flush=True,
+            )
+    tidy = pd.read_csv(tidy_path)
+    tidy = tidy[
+        [(str(c), int(s)) in set(folds) for c, s in zip(tidy["cell_type"], tidy["seed"], strict=True)]
+    ]
+    n_done = len(set(zip(tidy["cell_type"].astype(str), tidy["seed"].astype(int), strict=True)))
+    if n_done == 0:
+        sys.exit("No fold of this configuration is done yet.")
     means = tidy.pivot_table(index="model", columns="metric", values="value", aggfunc="mean")
     metrics = [m if m in means.columns else f"{m}_pot" for m in METRICS]
     metrics = [m for m in metrics if m in means.columns]
@@ -163,14 +220,17 @@ def main() -> None:
     )
     print("the split-half ceiling (positive = below the ceiling)")
     print(cells.round(3).to_string())
-    print(f"({elapsed:.0f} s)")
+    print(f"{n_done} of the {len(folds)} folds of this configuration ({elapsed:.0f} s in this run)")
     if args.markdown:
         write_markdown(
-            args, table1, ceiling, ranks, cells, winner, margin, ranked.attrs["winner_stable"], elapsed
-        )
+            args, table1, ceiling, ranks, cells, winner, margin, ranked.attrs["winner_stable"], elapsed,
+            n_done, len(folds),
+        )  # fmt: skip
 
 
-def write_markdown(args, table1, ceiling, ranks, cells, winner, margin, stable, elapsed) -> None:
+def write_markdown(
+    args, table1, ceiling, ranks, cells, winner, margin, stable, elapsed, n_done, n_folds
+) -> None:
     command = "python benchmarks/" + os.path.basename(sys.argv[0]) + " " + shlex.join(sys.argv[1:])
     full = (
         args.epochs >= 100 and len(args.seeds) >= 3 and len(args.models) == len(VARIANTS) and args.cell_types is None
@@ -179,13 +239,17 @@ def write_markdown(args, table1, ceiling, ranks, cells, winner, margin, stable, 
     margins = cells[["winner", "score_margin", *[f"{m}_vs_mean_shift" for m in MARGIN_METRICS],
                      *[f"{m}_to_ceiling" for m in MARGIN_METRICS]]]  # fmt: skip
     lines = [
-        f"Command (run from the repository root, {elapsed / 60:.1f} min on 1 CPU thread):",
+        f"Command (run from the repository root; {n_done} of {n_folds} folds; the last sitting took "
+        f"{elapsed / 60:.1f} min on 1 CPU thread):",
         "",
         "```bash",
         command,
         "```",
         "",
-        ("This is the **full protocol**." if full else "This is a **reduced configuration**, not the full protocol "
+        (("This is the **full protocol**." if n_done == n_folds else f"This is the configuration of the **full "
+          f"protocol, {n_done} of its {n_folds} folds done so far** (the run continues with `--resume`; the tables "
+          "below cover the finished folds only, so the cell types and seeds are not yet balanced).") if full
+         else "This is a **reduced configuration**, not the full protocol "
          f"(7 cell types × 3 seeds × 8 variants × 100 epochs): {len(args.seeds)} seed(s), {args.epochs} epochs, "
          f"models {', '.join(args.models)}, {'all 6,998' if args.n_genes is None else f'the {args.n_genes} most variable'} "
          f"genes, widths {tuple(args.n_hidden)}, latent {args.n_latent}, {args.n_boot} bootstrap resamples, distances "

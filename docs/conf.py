@@ -3,7 +3,8 @@
 Build with ``make docs`` (``sphinx -W --keep-going``: every warning fails the build). The tutorials under
 ``tutorials/`` are committed with their outputs. Here (``make docs``, and so CI) the build executes them again,
 against the real data in ``$HCITOOLS_DATA``, and fails on any error; on Read the Docs (``$READTHEDOCS`` set), which
-has neither the data nor the time, their stored outputs are rendered as they are. ``make tutorials`` refreshes the
+has neither the data nor the time, their stored outputs are rendered as they are, and only the plot gallery (no
+data, seconds) is executed. ``make tutorials`` refreshes the
 stored outputs. ``HCITOOLS_NB_EXECUTION`` (``off`` / ``cache`` / ``force``) overrides the choice.
 """
 
@@ -117,12 +118,16 @@ myst_heading_anchors = 3
 myst_url_schemes = ("http", "https", "mailto")
 
 # Notebooks are committed with their outputs (`make tutorials` refreshes them; tests/test_tutorials.py checks that
-# every code cell carries its output). On Read the Docs they are rendered as stored ("off"): it has no data and
-# no time to train. Here the build executes them and fails on any error. "cache" keeps executed notebooks in
+# every code cell carries its output). On Read the Docs the tutorials are rendered as stored (excluded from
+# execution): it has no data and no time to train. Here the build executes them and fails on any error. "cache" keeps executed notebooks in
 # docs/_build/.jupyter_cache, keyed on the code cells: a notebook is re-executed when its code changes or after
 # `rm -rf docs/_build` (`make clean`; a CI clone always starts empty), not when only src/ changed. Unlike "auto",
 # "cache" also prints the failing cell's traceback before it stops the build.
-nb_execution_mode = os.environ.get("HCITOOLS_NB_EXECUTION") or ("off" if ON_RTD else "cache")
+# The plot gallery (gallery.md) needs no data and runs in well under a minute: it is executed on Read the Docs too
+# (every other page rendered as stored), so its figures are there.
+nb_execution_mode = os.environ.get("HCITOOLS_NB_EXECUTION") or "cache"
+if ON_RTD and not os.environ.get("HCITOOLS_NB_EXECUTION"):
+    nb_execution_excludepatterns = ["tutorials/*"]
 if nb_execution_mode not in ("off", "cache", "force", "auto", "inline"):
     raise ValueError(
         f"HCITOOLS_NB_EXECUTION must be one of off / cache / force / auto / inline, got {nb_execution_mode!r}."

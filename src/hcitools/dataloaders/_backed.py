@@ -1,10 +1,13 @@
 """Out-of-core bags: instances read from an on-disk matrix as one contiguous row block per bag.
 
-An AnnData opened with ``anndata.read_h5ad(path, backed="r")`` keeps ``X`` in the file (an ``h5py.Dataset``); a
-zarr store read lazily gives a ``zarr.Array`` or a dask array. :class:`BackedRows` serves a batch of bags from
-such an array by reading each bag's rows as one slice (``X[start : start + size]``, a single contiguous read per
-bag, which HDF5 and zarr serve from their chunks): peak memory is one padded batch plus the per-bag index
-(starts and sizes), never the matrix. Bags must be contiguous row blocks of the file; :func:`hcitools.pp.sort_by_bag`
+An AnnData opened with ``anndata.read_h5ad(path, backed="r")`` keeps ``X`` in the file (an ``h5py.Dataset``); so
+does one built from a zarr store (written by ``adata.write_zarr``) with ``X`` a ``zarr.Array`` (``g["X"]`` of
+``g = zarr.open_group(path)``) or a dask array (``anndata.experimental.read_elem_lazy(g["X"])``), its ``obs`` and
+``obsm`` read into memory with ``anndata.io.read_elem`` (``anndata.experimental.read_lazy`` makes ``obs`` lazy
+too, which the models refuse). :class:`BackedRows` serves a batch of bags from such an array by reading each bag's
+rows as one slice (``X[start : start + size]``, a single contiguous read per bag, which HDF5 and zarr serve from
+their chunks; a dask array computes each slice on its own): peak memory is one padded batch plus the per-bag index (starts
+and sizes), never the matrix. Bags must be contiguous row blocks of the file; :func:`hcitools.pp.sort_by_bag`
 writes a bag-sorted copy when they are not.
 
 h5py and zarr do the reading; what is written here is only the per-bag slicing into a padded batch, which

@@ -107,6 +107,17 @@ def _is_mudata(data) -> bool:
     return hasattr(data, "mod") and not isinstance(data, AnnData)
 
 
+def _check_obs_in_memory(adata: AnnData, where: str = "adata") -> None:
+    """Only the instance matrix may be lazy or on disk: ``obs`` (and ``obsm``) are read as pandas objects."""
+    if not isinstance(adata.obs, pd.DataFrame):
+        raise TypeError(
+            f"{where}.obs is a {type(adata.obs).__name__}, not a pandas DataFrame (a fully lazy AnnData, e.g. from "
+            "`anndata.experimental.read_lazy`). MIL models read obs and obsm in memory and only the instance "
+            "matrix lazily: with `g = zarr.open_group(path)`, build `ad.AnnData(X=ad.experimental.read_elem_lazy("
+            "g['X']), obs=ad.io.read_elem(g['obs']), var=ad.io.read_elem(g['var']), obsm=ad.io.read_elem(g['obsm']))`."
+        )
+
+
 def _check_label_table(labels: AnnData, label_mod: str) -> pd.DataFrame:
     """The label modality as a DataFrame rows × assays of 1 / 0 / NaN (rows = compounds or wells)."""
     where = f"mdata.mod[{label_mod!r}]"
@@ -262,6 +273,32 @@ def _check_train_args(
     return list(validation_values)
 
 
+def _check_batch_size(batch_size) -> None:
+    if not (_is_int(batch_size) and batch_size >= 1):
+        raise ValueError(f"`batch_size` must be an integer ≥ 1 (bags per forward pass), got {batch_size!r}.")
+
+
+def _per_bag_instances(value: torch.Tensor, mask: torch.Tensor, kind: str) -> list[np.ndarray]:
+    """A batch's per-instance module output, one array per bag holding its real instances' rows:
+    ``"bag_task_instance"`` (B × T × N, e.g. attention) gives N_b × T, ``"bag_instance"`` (B × N × …, e.g. instance
+    embeddings) gives N_b × …."""
+    if kind == "bag_task_instance":
+        return [a[:, m].T.float().cpu().numpy() for a, m in zip(value, mask, strict=True)]
+    return [e[m].float().cpu().numpy() for e, m in zip(value, mask, strict=True)]
+
+
+def _check_out_shape(out: Any, shape: tuple[int, ...], columns: str) -> None:
+    """``out`` (argument of the per-instance queries) must be an array of ``shape``: instances × ``columns``."""
+    given = getattr(out, "shape", None)
+    if given is None or tuple(given) != shape:
+        what = f"shape {tuple(given)}" if given is not None else f"a {type(out).__name__} without a shape"
+        raise ValueError(
+            f"`out` must be an array of shape {shape} (instances × {columns}), got {what}. Create one of that "
+            f"shape, e.g. `h5py.File(path, 'w').create_dataset('x', shape={shape}, dtype='float32')` or "
+            f"`np.lib.format.open_memmap(path, mode='w+', dtype='float32', shape={shape})`, or pass `out=None`."
+        )
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
@@ -351,6 +388,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         # A model loaded onto query data (``load(..., adata=query)``) or given new data only predicts: the query
         # needs no labels (a test set may even hold a single observed class), plates or groups.
         query = kwargs.get("source_registry") is not None
+        _check_obs_in_memory(adata)
         validate_hci(
             adata,
             plate_key=batch_key if not query or (batch_key in adata.obs) else None,
@@ -477,6 +515,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
                 f"The MuData has no modality {instance_mod!r} (argument `instance_mod`); it has {list(mdata.mod)}."
             )
         crops = mdata.mod[instance_mod]
+        _check_obs_in_memory(crops, f"mdata.mod[{instance_mod!r}]")
         validate_hci(
             crops,
             plate_key=batch_key if not query or (batch_key in crops.obs) else None,
@@ -785,6 +824,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
 
             # a model set up with `setup_mudata` queries an AnnData of instances as a one-modality MuData
             adata = mudata.MuData({self._instance_mod: adata})
+        _check_obs_in_memory(self._instances(adata))
         self._check_features(adata)
         with quiet_loggers("scvi"):  # its "attempting to transfer AnnData setup" note on every query
             adata = self._validate_anndata(adata)
@@ -1274,10 +1314,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         self, adata: AnnData | None, batch_size: int, keys: Sequence[str]
     ) -> tuple[BagData, dict[str, Any]]:
         """Run the module over every bag; collect the outputs ``keys`` by their kind (``module.output_kinds``)."""
-        if not (_is_int(batch_size) and batch_size >= 1):
-            raise ValueError(
-                f"`batch_size` must be an integer ≥ 1 (bags per forward pass), got {batch_size!r}."
-            )
+        _check_batch_size(batch_size)
         kinds = self.module.output_kinds
         unknown = [k for k in keys if k not in kinds]
         if unknown:
@@ -1288,37 +1325,35 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         out: dict[str, list] = {k: [] for k in keys}
         for batch in bag_loader(data, np.arange(data.n_bags), batch_size=batch_size):
             res = self.module.inference(**self.module._get_inference_input(batch))
-            mask = batch[MIL_KEYS.MASK]
             for key in keys:
-                value, kind = res[key], kinds[key]
-                if kind == "bag":
-                    out[key].append(value.float().cpu().numpy())
-                elif kind == "bag_task_instance":  # B × T × N → per bag N_b × T
-                    out[key].extend(a[:, m].T.float().cpu().numpy() for a, m in zip(value, mask, strict=True))
-                else:  # "bag_instance": B × N × … → per bag N_b × …
-                    out[key].extend(e[m].float().cpu().numpy() for e, m in zip(value, mask, strict=True))
+                if kinds[key] == "bag":
+                    out[key].append(res[key].float().cpu().numpy())
+                else:
+                    out[key].extend(_per_bag_instances(res[key], batch[MIL_KEYS.MASK], kinds[key]))
         return data, {k: np.concatenate(v) if kinds[k] == "bag" else v for k, v in out.items()}
 
     @torch.inference_mode()
-    def _write_instance_output(self, adata, key: str, batch_size: int, out: Any) -> Any:
-        """Write the per-instance output ``key`` (kind ``"bag_task_instance"``) into ``out`` batch by batch."""
-        if not (_is_int(batch_size) and batch_size >= 1):
-            raise ValueError(
-                f"`batch_size` must be an integer ≥ 1 (bags per forward pass), got {batch_size!r}."
-            )
+    def _write_instance_output(self, adata, key: str, batch_size: int, out: Any, *, columns: str) -> Any:
+        """Write the per-instance output ``key`` (kind ``"bag_task_instance"`` or ``"bag_instance"``) into ``out``
+        batch by batch, rows following ``adata.obs_names``; ``columns`` names its columns in the shape error.
+
+        ``out``'s shape is checked against the first batch's output (its width is the module's), before anything
+        is written.
+        """
+        _check_batch_size(batch_size)
+        kind = self.module.output_kinds[key]
         self._check_if_trained(warn=True)
         data = self._bag_data(adata)
-        shape = (len(data.order), len(self.assays))
-        if tuple(getattr(out, "shape", ())) != shape:
-            raise ValueError(
-                f"`out` must be an array of shape {shape} (instances × assays), got {getattr(out, 'shape', None)}."
-            )
         self.module.eval()
+        checked = False
         for batch in bag_loader(data, np.arange(data.n_bags), batch_size=batch_size):
             value = self.module.inference(**self.module._get_inference_input(batch))[key]  # M4: positions too
-            for a, m, b in zip(value, batch[MIL_KEYS.MASK], batch[MIL_KEYS.BAG_INDEX].tolist(), strict=True):
+            per_bag = _per_bag_instances(value, batch[MIL_KEYS.MASK], kind)
+            if not checked:
+                _check_out_shape(out, (len(data.order), *per_bag[0].shape[1:]), columns)
+                checked = True
+            for per_row, b in zip(per_bag, batch[MIL_KEYS.BAG_INDEX].tolist(), strict=True):
                 rows = data.order[data.starts[b] : data.starts[b] + data.sizes[b]]
-                per_row = a[:, m].T.float().cpu().numpy()
                 if rows[-1] - rows[0] + 1 == len(rows) and (np.diff(rows) == 1).all():
                     out[int(rows[0]) : int(rows[-1]) + 1] = per_row  # one slice (h5py, memmap)
                 else:
@@ -1429,7 +1464,9 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         Nothing is written into ``adata`` (:func:`hcitools.tl.momil` stores it in ``obsm``).
         """
         if out is not None:
-            return self._write_instance_output(adata, MODULE_KEYS.ATTENTION, batch_size, out)
+            return self._write_instance_output(
+                adata, MODULE_KEYS.ATTENTION, batch_size, out, columns="assays"
+            )
         return self.get_module_outputs(adata, keys=[MODULE_KEYS.ATTENTION], batch_size=batch_size)[
             MODULE_KEYS.ATTENTION
         ]
@@ -1440,6 +1477,7 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
         *,
         level: Literal["bag", "instance", "assay"] = "bag",
         batch_size: int = 256,
+        out: Any = None,
     ) -> np.ndarray:
         """Learned representations.
 
@@ -1454,13 +1492,26 @@ class MILModelBase(PersistenceMixin, BaseModelClass):
             without a projector (:class:`~hcitools.model.MeanMLP`) return their inputs at ``"instance"``.
         batch_size
             Bags per forward pass.
+        out
+            With ``level="instance"`` only: an n_obs × d array to write into batch by batch instead of building the
+            result in memory, e.g. an ``h5py`` dataset or a ``numpy.memmap`` (for screens whose instance
+            representations do not fit in memory).
 
         Returns
         -------
-        ndarray as above. Nothing is written into ``adata``.
+        ndarray as above (or ``out``, rows following ``adata.obs_names``). Nothing is written into ``adata``.
         """
         if level not in ("bag", "instance", "assay"):
             raise ValueError(f"`level` must be 'bag', 'instance' or 'assay', got {level!r}.")
+        if out is not None:
+            if level != "instance":
+                raise ValueError(
+                    f"`out` receives one row per instance and needs `level='instance'`, got level={level!r}; the "
+                    f"{level}-level result has one row per bag: call without `out`."
+                )
+            return self._write_instance_output(
+                adata, MODULE_KEYS.INSTANCE_EMBEDDING, batch_size, out, columns="latent dimensions"
+            )
         if level == "assay":
             return self.get_module_outputs(adata, keys=[MODULE_KEYS.BAG_EMBEDDING], batch_size=batch_size)[
                 MODULE_KEYS.BAG_EMBEDDING
