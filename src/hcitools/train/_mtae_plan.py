@@ -6,6 +6,7 @@ import lightning.pytorch as pl
 import torch
 
 from .._constants import PERTURBATION_REGISTRY_KEYS
+from ._epoch_means import EpochMeans
 
 
 def _adam(params: list, **kwargs) -> torch.optim.Adam:
@@ -34,7 +35,8 @@ class MTAeTrainingPlan(pl.LightningModule):
     ``"gaussian"`` the discriminator separates N(0, I) samples from latents and the encoder makes its latents pass
     as samples (adversarial autoencoder). The adversarial weight is a fixed parameter, never learned.
 
-    Logs per epoch, with ``sync_dist=True`` (averaged over processes under DDP): ``train_loss`` (the autoencoder's
+    Logs per epoch the batch-size-weighted mean over the batches of all processes (:class:`EpochMeans`, one
+    ``self.log`` per term and epoch): ``train_loss`` (the autoencoder's
     optimised total), ``reconstruction_loss``, ``kl`` (VAE), ``adversarial_loss`` and ``discriminator_loss``
     (adversary) and ``validation_loss`` (reconstruction MSE of the validation cells or pairs).
 
@@ -75,6 +77,7 @@ class MTAeTrainingPlan(pl.LightningModule):
             "pos_weight": pos_weight,
         }
         self.automatic_optimization = False
+        self._train_means, self._val_means = EpochMeans(), EpochMeans()
 
     def configure_optimizers(self):
         ae = [p for n, p in self.module.named_parameters() if not n.startswith("discriminator.")]
@@ -83,8 +86,16 @@ class MTAeTrainingPlan(pl.LightningModule):
             opts.append(_adam(list(self.module.discriminator.parameters()), lr=self.lr))
         return opts
 
-    def _log(self, name: str, value, n: int, prog_bar: bool = False) -> None:
-        self.log(name, value, on_step=False, on_epoch=True, prog_bar=prog_bar, batch_size=n, sync_dist=True)
+    def _log(self, name: str, value, n: int) -> None:
+        """Add a batch's term to its epoch mean (:class:`EpochMeans`: one ``self.log`` per term and epoch)."""
+        means = self._val_means if name == "validation_loss" else self._train_means
+        means.add(name, value, n)
+
+    def on_train_epoch_end(self):
+        self._train_means.log(self, prog_bar=("train_loss",))
+
+    def on_validation_epoch_end(self):
+        self._val_means.log(self, prog_bar=("validation_loss",))
 
     def training_step(self, batch, batch_idx):
         opts = self.optimizers()
@@ -94,7 +105,7 @@ class MTAeTrainingPlan(pl.LightningModule):
         opts[0].zero_grad(set_to_none=True)
         self.manual_backward(out.loss)
         opts[0].step()
-        self._log("train_loss", out.loss.detach(), n, prog_bar=True)
+        self._log("train_loss", out.loss.detach(), n)
         self._log("reconstruction_loss", out.extra_metrics["mse"], n)
         if self.module.variational:
             self._log("kl", out.extra_metrics["kl"], n)
@@ -111,4 +122,4 @@ class MTAeTrainingPlan(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         _, _, out = self.module(batch, loss_kwargs=self.loss_kwargs)
-        self._log("validation_loss", out.extra_metrics["mse"], out.n_obs_minibatch, prog_bar=True)
+        self._log("validation_loss", out.extra_metrics["mse"], out.n_obs_minibatch)
