@@ -107,7 +107,7 @@ def test_discriminator_steps_lower_its_loss_and_leave_the_encoder():
     plan.on_train_batch_end(None, {MIL_KEYS.BATCH: codes}, 0)
     assert float(module.discriminator_loss(rep, codes).detach()) < before - 0.1
     assert all(torch.equal(a, b) for a, b in zip(encoder, module.projector.parameters(), strict=True))
-    value, n = plan._branch_sums["discriminator_loss"]
+    value, n = plan._epoch_means.sums["discriminator_loss"]
     assert float(n) == 12 and np.isfinite(float(value))
 
 
