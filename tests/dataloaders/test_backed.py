@@ -23,17 +23,22 @@ def _screen(n_features=12, n_compounds=30):
     )  # fmt: skip
 
 
-def test_backed_training_and_queries_equal_in_memory(tmp_path):
-    screen = _screen()
-    screen.write_h5ad(tmp_path / "s.h5ad")
-    backed = ad.read_h5ad(tmp_path / "s.h5ad", backed="r")
+def _train_each(*datas):
+    """The same seeded MoMIL set up and trained on each of ``datas`` (in memory, backed, lazy)."""
     models = []
-    for data in (screen, backed):
+    for data in datas:
         ht.model.MoMIL.setup_anndata(data, group_key="compound")
         model = ht.model.MoMIL(data, n_hidden=8)
         model.train(**TRAIN)
         models.append(model)
-    mem, disk = models
+    return models
+
+
+def test_backed_training_and_queries_equal_in_memory(tmp_path):
+    screen = _screen()
+    screen.write_h5ad(tmp_path / "s.h5ad")
+    backed = ad.read_h5ad(tmp_path / "s.h5ad", backed="r")
+    mem, disk = _train_each(screen, backed)
     assert isinstance(disk._bag_data().X, BackedRows)
     pd.testing.assert_frame_equal(disk.predict(), mem.predict(), atol=1e-6)
     np.testing.assert_allclose(disk.get_attention(), mem.get_attention(), atol=1e-6)
@@ -263,13 +268,7 @@ def test_lazy_zarr_training_and_queries_equal_in_memory(tmp_path, monkeypatch, x
     assert type(lazy.X).__module__.split(".")[0] == x and is_on_disk(lazy.X)
     reads = _ZarrReads(monkeypatch, tuple(screen.shape), dask=x == "dask")
     monkeypatch.setattr(hcitools._validate, "ON_DISK_CHUNK_BYTES", 64 * screen.n_vars * 4)  # 64-row blocks
-    models = []
-    for data in (screen, lazy):
-        ht.model.MoMIL.setup_anndata(data, group_key="compound")
-        model = ht.model.MoMIL(data, n_hidden=8)
-        model.train(**TRAIN)
-        models.append(model)
-    mem, disk = models
+    mem, disk = _train_each(screen, lazy)
     bags = disk._bag_data()
     assert isinstance(bags.X, BackedRows)
     pd.testing.assert_frame_equal(disk.predict(batch_size=8), mem.predict(), atol=1e-5)
